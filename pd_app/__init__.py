@@ -1,0 +1,36 @@
+"""pd_app: the backend of a Pipedrive Marketplace app about sales Goals."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import api, cli, db, errors, logs, metrics, oauth, ops, pipedrive, sandbox_mount, tokens, web
+from .config import load_settings
+
+
+def create_app(overrides: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    settings = load_settings(os.environ if environ is None else environ, Path(app.instance_path), overrides)
+    app.config.update(
+        SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=64 * 1024,
+        TESTING=settings.env == "test",
+    )
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    logs.init_app(app)
+    db.init_app(app)
+    tokens.init_app(app)
+    pipedrive.init_app(app)
+    metrics.init_app(app)
+    errors.init_app(app)
+    for module in (web, oauth, api, ops, cli):
+        module.init_app(app)
+    app.after_request(web.add_security_headers)
+    sandbox_mount.init_app(app)
+    return app

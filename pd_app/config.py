@@ -1,0 +1,201 @@
+"""The one place that reads the environment (the table in ../shared/docs/interface.md §2)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+
+ENVIRONMENTS = ("development", "test", "production")
+SANDBOX_PREFIX = "/sandbox"
+SANDBOX_CLIENT_ID = "pd-app-sandbox"
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    public_url: str = "http://localhost:5000"
+    secret_key: str = ""
+    database_url: str = ""
+    redis_url: str | None = None
+    token_encryption_keys: tuple[str, ...] = ()
+    client_id: str = ""
+    client_secret: str = ""
+    redirect_uri: str = ""
+    oauth_url: str = "https://oauth.pipedrive.com"
+    api_domains: tuple[str, ...] = ("https://*.pipedrive.com",)
+    jwt_secret: str = ""
+    sandbox: bool = False
+    goals_cache_ttl: int = 30
+    # Not environment variables: knobs the code and tests set.
+    upstream_timeout: float = 10.0
+    token_timeout: float = 10.0
+    refresh_margin_s: int = 300
+    state_max_age_s: int = 600
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def sandbox_url(self) -> str:
+        return self.public_url.rstrip("/") + SANDBOX_PREFIX
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def _int(name: str, value: str | None, default: int) -> int:
+    if value is None or value.strip() == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}.") from None
+    if number < 0:
+        raise ConfigError(f"{name} must not be negative, got {number}.")
+    return number
+
+
+def normalize_database_url(url: str) -> str:
+    """Map Heroku-style `postgres://` and bare `postgresql://` to the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _dev_secrets(instance_path: Path) -> dict[str, str]:
+    """Secrets for development, generated once into the instance folder (never used in production)."""
+    path = instance_path / "dev-secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    instance_path.mkdir(parents=True, exist_ok=True)
+    values = {
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(values, handle)
+    return values
+
+
+def sandbox_client_secret(secret_key: str) -> str:
+    """The sandbox's client secret, derived so the app and its mounted sandbox agree without configuration."""
+    return hmac.new(secret_key.encode(), b"pd-app-sandbox-client", hashlib.sha256).hexdigest()
+
+
+def load_settings(
+    environ: Mapping[str, str], instance_path: Path, overrides: Mapping[str, object] | None = None
+) -> Settings:
+    env = environ.get("PD_APP_ENV", "development").strip() or "development"
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"PD_APP_ENV must be one of {', '.join(ENVIRONMENTS)}, got {env!r}.")
+    public_url = environ.get("PUBLIC_URL", "http://localhost:5000").rstrip("/")
+    secret_key = environ.get("SECRET_KEY", "")
+    keys = _csv(environ.get("TOKEN_ENCRYPTION_KEYS"))
+    if env != "production" and (not secret_key or not keys):
+        generated = _dev_secrets(instance_path)
+        secret_key = secret_key or generated["SECRET_KEY"]
+        keys = keys or _csv(generated["TOKEN_ENCRYPTION_KEYS"])
+    sandbox = _flag(environ.get("PD_SANDBOX"))
+    client_id = environ.get("PIPEDRIVE_CLIENT_ID", "")
+    client_secret = environ.get("PIPEDRIVE_CLIENT_SECRET", "")
+    oauth_url = environ.get("PIPEDRIVE_OAUTH_URL", "https://oauth.pipedrive.com").rstrip("/")
+    api_domains = _csv(environ.get("PIPEDRIVE_API_DOMAINS")) or ("https://*.pipedrive.com",)
+    if sandbox and env != "production":
+        # The sandbox is mounted at {PUBLIC_URL}/sandbox and plays both the OAuth server and the API.
+        client_id = client_id or SANDBOX_CLIENT_ID
+        client_secret = client_secret or sandbox_client_secret(secret_key)
+        if "PIPEDRIVE_OAUTH_URL" not in environ:
+            oauth_url = public_url + SANDBOX_PREFIX
+        api_domains = (*api_domains, public_url + SANDBOX_PREFIX)
+    database_url = environ.get("DATABASE_URL") or f"sqlite:///{instance_path / 'pd_app.sqlite3'}"
+    settings = Settings(
+        env=env,
+        public_url=public_url,
+        secret_key=secret_key,
+        database_url=normalize_database_url(database_url),
+        redis_url=environ.get("REDIS_URL") or None,
+        token_encryption_keys=keys,
+        client_id=client_id,
+        client_secret=client_secret,
+        redirect_uri=environ.get("PIPEDRIVE_REDIRECT_URI") or f"{public_url}/oauth/callback",
+        oauth_url=oauth_url,
+        api_domains=api_domains,
+        jwt_secret=environ.get("PIPEDRIVE_JWT_SECRET") or client_secret,
+        sandbox=sandbox,
+        goals_cache_ttl=_int("GOALS_CACHE_TTL", environ.get("GOALS_CACHE_TTL"), 30),
+    )
+    if overrides:
+        settings = replace(settings, **overrides)  # type: ignore[arg-type]
+    check_settings(settings)
+    return settings
+
+
+def _private_host(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in {"localhost", "localhost.localdomain"} or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse what must never run; in production, every problem is listed, one line each."""
+    for key in settings.token_encryption_keys:
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ConfigError(
+                "TOKEN_ENCRYPTION_KEYS holds a value that is not a Fernet key "
+                "(32 url-safe base64-encoded bytes; make one with "
+                "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)."
+            ) from None
+    if not settings.production:
+        return
+    problems = []
+    for name, value in (
+        ("SECRET_KEY", settings.secret_key),
+        ("TOKEN_ENCRYPTION_KEYS", settings.token_encryption_keys),
+        ("PIPEDRIVE_CLIENT_ID", settings.client_id),
+        ("PIPEDRIVE_CLIENT_SECRET", settings.client_secret),
+    ):
+        if not value:
+            problems.append(f"{name} is required when PD_APP_ENV=production.")
+    if settings.sandbox:
+        problems.append("PD_SANDBOX=1 is refused in production: the sandbox is for development and tests only.")
+    for pattern in settings.api_domains:
+        parts = urlsplit(pattern)
+        if parts.scheme != "https":
+            problems.append(f"PIPEDRIVE_API_DOMAINS entry {pattern!r} must use https:// in production.")
+        elif _private_host(parts.hostname or ""):
+            problems.append(
+                f"PIPEDRIVE_API_DOMAINS entry {pattern!r} points at a loopback or private host, "
+                "refused in production."
+            )
+    if problems:
+        raise ConfigError("refusing to start:\n  " + "\n  ".join(problems))

@@ -1,0 +1,156 @@
+"""The value types of Goals requests: enums, ids, numbers, dates and titles.
+
+Each type is an ``Annotated`` pydantic type, so the rule that validates a value is also what its JSON Schema
+(and so the OpenAPI document) is generated from. Custom errors carry a predicate ("must be ...") that
+``validation.py`` prefixes with the field's dotted path.
+"""
+
+import re
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer
+from pydantic_core import PydanticCustomError
+
+GOAL_TYPES = (
+    "deals_won",
+    "deals_progressed",
+    "activities_completed",
+    "activities_added",
+    "deals_started",
+    "revenue_forecast",
+)
+ASSIGNEE_TYPES = ("person", "company", "team")
+TRACKING_METRICS = ("quantity", "sum")
+INTERVALS = ("weekly", "monthly", "quarterly", "yearly")
+
+# Which type.params keys make sense for which goal type (platform.md, "Goals API v1").
+DEAL_GOAL_TYPES = ("deals_won", "deals_progressed", "deals_started", "revenue_forecast")
+ACTIVITY_GOAL_TYPES = ("activities_completed", "activities_added")
+PARAMS_ALLOWED_FOR = {
+    "pipeline_id": DEAL_GOAL_TYPES,
+    "stage_id": ("deals_progressed",),
+    "activity_type_id": ACTIVITY_GOAL_TYPES,
+}
+
+# Bounds so that nothing a caller sends can overflow a database column or a report upstream.
+MAX_ID = 2**31 - 1
+MAX_TARGET = 10**15
+MAX_ITEMS = 100
+MAX_TITLE = 255
+
+DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+GOAL_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+DIGITS_PATTERN = r"^[0-9]{1,10}$"
+DECIMAL_PATTERN = r"^[0-9]{1,16}(\.[0-9]{1,10})?$"
+# Python's re: explicit ASCII classes, used with fullmatch (no "$"-before-newline surprise).
+_DATE_RE = re.compile(DATE_PATTERN.strip("^$"))
+_GOAL_ID_RE = re.compile(GOAL_ID_PATTERN.strip("^$"))
+_DIGITS_RE = re.compile(DIGITS_PATTERN.strip("^$"))
+_DECIMAL_RE = re.compile(DECIMAL_PATTERN.strip("^$"))
+
+GoalTypeName = Literal[GOAL_TYPES]
+AssigneeType = Literal[ASSIGNEE_TYPES]
+TrackingMetric = Literal[TRACKING_METRICS]
+Interval = Literal[INTERVALS]
+
+
+def _digits_to_int(value: Any) -> Any:
+    if isinstance(value, str) and _DIGITS_RE.fullmatch(value):
+        return int(value)
+    return value
+
+
+def _decimal_to_number(value: Any) -> Any:
+    if isinstance(value, str) and _DECIMAL_RE.fullmatch(value):
+        return float(value)
+    return value
+
+
+def _integral(value: float) -> int | float:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _query_bool(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"true": True, "1": True, "false": False, "0": False}.get(value.lower(), value)
+    return value
+
+
+def _at_most_items(value: Any) -> Any:
+    # Checked before the items are, so a huge array costs one error, not one per item.
+    if isinstance(value, list) and len(value) > MAX_ITEMS:
+        raise PydanticCustomError("too_many_items", f"must have at most {MAX_ITEMS} items")
+    return value
+
+
+def _calendar_date(value: str) -> str:
+    if not _DATE_RE.fullmatch(value):
+        raise PydanticCustomError("invalid_date", "must be a date in YYYY-MM-DD format")
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError("invalid_date", "is not a real calendar date") from None
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("empty", "must not be blank")
+    return value
+
+
+def _goal_id(value: str) -> str:
+    if not _GOAL_ID_RE.fullmatch(value):
+        raise PydanticCustomError("invalid_format", "must be 1 to 64 letters, digits, '_' or '-'")
+    return value
+
+
+def _or_string(pattern: str, note: str):
+    """json_schema_extra: the value may also be given as a string matching ``pattern``."""
+
+    def extend(schema: dict[str, Any]) -> None:
+        typed = {key: schema.pop(key) for key in ("type", "minimum", "maximum") if key in schema}
+        schema["anyOf"] = [typed, {"type": "string", "pattern": pattern, "description": note}]
+
+    return extend
+
+
+def is_date(value: Any) -> bool:
+    """True when ``value`` passes the date rule (used by cross-field rules on raw input)."""
+    try:
+        return isinstance(value, str) and _calendar_date(value) == value
+    except PydanticCustomError:
+        return False
+
+
+# Field constraints come before any BeforeValidator so that they bind to the number itself and reach the JSON
+# Schema as minimum/maximum.
+PositiveId = Annotated[int, Field(ge=1, le=MAX_ID)]
+# The spec's own example sends assignee.id as "1": accept a digit string, normalize to an int.
+AssigneeId = Annotated[
+    PositiveId,
+    BeforeValidator(_digits_to_int),
+    Field(json_schema_extra=_or_string(DIGITS_PATTERN, "The same id as a digit string.")),
+]
+IdList = Annotated[list[PositiveId], Field(max_length=MAX_ITEMS), BeforeValidator(_at_most_items)]
+Number = Annotated[
+    float,
+    Field(ge=0, le=MAX_TARGET, allow_inf_nan=False),
+    BeforeValidator(_decimal_to_number),
+    AfterValidator(_integral),
+    PlainSerializer(_integral),
+]
+# The spec's description shows target as "50": accept a decimal string, normalize to a number.
+Target = Annotated[
+    Number, Field(json_schema_extra=_or_string(DECIMAL_PATTERN, "The same number as a decimal string."))
+]
+DateStr = Annotated[str, AfterValidator(_calendar_date), Field(json_schema_extra={"format": "date"})]
+Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE), AfterValidator(_not_blank)]
+GoalId = Annotated[str, AfterValidator(_goal_id), Field(json_schema_extra={"pattern": GOAL_ID_PATTERN})]
+
+# A query string carries only strings: these parse them, and document the logical type.
+QueryId = Annotated[PositiveId, BeforeValidator(_digits_to_int)]
+QueryIdList = Annotated[list[QueryId], Field(max_length=MAX_ITEMS), BeforeValidator(_at_most_items)]
+QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
+QueryNumber = Number

@@ -1,0 +1,152 @@
+"""Install flow: /oauth/install and the GET /oauth/callback (code exchange, identity, storing the grant)."""
+
+from __future__ import annotations
+
+import secrets
+
+from authlib.integrations.flask_client import OAuth
+from flask import Blueprint, Flask, current_app, redirect, render_template, request, url_for
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy.exc import IntegrityError
+
+from .db import get_session
+from .errors import PageError
+from .logs import audit
+from .models import Installation, OAuthState
+from .pipedrive import DomainNotAllowed, TokenEndpointError, TokenEndpointUnavailable, UpstreamUnreachable, client
+from .tokens import Identity, save_grant
+
+bp = Blueprint("oauth", __name__)
+
+STATE_SALT = "pd-app/oauth-state"
+TICKET_SALT = "pd-app/installed-ticket"
+TICKET_MAX_AGE_S = 600
+
+
+def init_app(app: Flask) -> None:
+    settings = app.config["SETTINGS"]
+    # A registry per app: a module-level one would keep the first app's client for every later app.
+    registry = OAuth(app)
+    registry.register(
+        "pipedrive",
+        client_id=settings.client_id,
+        client_secret=settings.client_secret,
+        authorize_url=settings.oauth_url + "/oauth/authorize",
+        access_token_url=settings.oauth_url + "/oauth/token",
+        client_kwargs={"token_endpoint_auth_method": "client_secret_basic"},
+    )
+    app.register_blueprint(bp)
+
+
+def _serializer(salt: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SETTINGS"].secret_key, salt=salt)
+
+
+def _restart(title: str, message: str, status: int = 400) -> PageError:
+    return PageError(status, title, message, url_for("oauth.install"), "Start the installation again")
+
+
+@bp.get("/oauth/install")
+def install():
+    state = _serializer(STATE_SALT).dumps({"n": secrets.token_urlsafe(24)})
+    pipedrive = current_app.extensions["authlib.integrations.flask_client"].pipedrive
+    settings = current_app.config["SETTINGS"]
+    authorization = pipedrive.create_authorization_url(redirect_uri=settings.redirect_uri, state=state)
+    return redirect(authorization["url"], code=302)
+
+
+def _consume_state(state: str) -> None:
+    """Verify the signed state and spend it; the database makes it single-use across workers and hosts."""
+    max_age = current_app.config["SETTINGS"].state_max_age_s
+    try:
+        payload = _serializer(STATE_SALT).loads(state, max_age=max_age)
+    except SignatureExpired:
+        raise _restart("This installation link has expired", "It is valid for 10 minutes.") from None
+    except BadSignature:
+        raise _restart("This installation link is not valid", "It was not issued by this app.") from None
+    nonce = payload.get("n") if isinstance(payload, dict) else None
+    if not isinstance(nonce, str) or not 16 <= len(nonce) <= 64:
+        raise _restart("This installation link is not valid", "It was not issued by this app.")
+    session = get_session()
+    session.add(OAuthState(nonce=nonce))
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise _restart("This installation link was already used", "Each link works once.") from None
+
+
+def _finish_install(code: str) -> Installation:
+    try:
+        token = client().exchange_code(code)
+    except TokenEndpointError as exc:
+        audit("install_failed", reason=exc.error)
+        raise _restart("Pipedrive did not accept the authorization",
+                       "The authorization code has expired or was already used.") from None
+    except TokenEndpointUnavailable:
+        audit("install_failed", reason="token_endpoint_unavailable")
+        raise _restart("Pipedrive is not reachable right now",
+                       "Nothing was stored. Please try again in a minute.", 503) from None
+    api_domain = token.get("api_domain")
+    if not all(isinstance(token.get(k), str) and token.get(k) for k in ("access_token", "refresh_token")) \
+            or not isinstance(api_domain, str):
+        audit("install_failed", reason="incomplete_token_response")
+        raise _restart("Pipedrive's answer was incomplete", "Nothing was stored. Please try again.", 502)
+    try:
+        client().check_domain(api_domain)
+    except DomainNotAllowed:
+        audit("install_refused", reason="api_domain_not_allowed", api_domain=api_domain[:200])
+        raise PageError(400, "Installation refused",
+                        "Pipedrive's answer named an address this app does not trust. Nothing was stored.") \
+            from None
+    try:
+        me = client().call("GET", api_domain, "/api/v1/users/me", token["access_token"])
+    except UpstreamUnreachable:
+        raise _restart("Pipedrive is not reachable right now",
+                       "Nothing was stored. Please try again in a minute.", 503) from None
+    data = me.body.get("data") if me.status == 200 and isinstance(me.body, dict) else None
+    try:
+        identity = Identity.from_users_me(data)  # type: ignore[arg-type]
+    except (TypeError, KeyError, ValueError):
+        audit("install_failed", reason="users_me", status=me.status)
+        raise _restart("Pipedrive did not tell who you are",
+                       "Nothing was stored. Please try again.", 502) from None
+    inst = save_grant(get_session(), identity, token)
+    audit("installed", company_id=inst.company_id, user_id=inst.user_id, scopes=inst.scopes)
+    return inst
+
+
+@bp.get("/oauth/callback")
+def callback():
+    error = request.args.get("error")
+    if error is not None:
+        raise PageError(400, "Installation cancelled",
+                        "The app was not installed (Pipedrive said: "
+                        f"{error[:100]}). You can start again whenever you like.",
+                        url_for("oauth.install"), "Install the app")
+    code = request.args.get("code", "")
+    if not code or len(code) > 2048:
+        raise _restart("Nothing to install", "This address is where Pipedrive sends you after you approve "
+                       "the app; it came without an authorization code.")
+    state = request.args.get("state")
+    if state is not None:
+        _consume_state(state)
+    inst = _finish_install(code)
+    if state is None:
+        # Started in the Marketplace: installed, but this browser proved nothing, so it learns nothing.
+        return redirect(url_for("oauth.installed"), code=302)
+    ticket = _serializer(TICKET_SALT).dumps({"i": inst.id})
+    return redirect(url_for("oauth.installed", ticket=ticket), code=302)
+
+
+@bp.get("/installed")
+def installed():
+    inst = None
+    ticket = request.args.get("ticket")
+    if ticket:
+        try:
+            payload = _serializer(TICKET_SALT).loads(ticket, max_age=TICKET_MAX_AGE_S)
+            inst = get_session().get(Installation, int(payload["i"]))
+        except (BadSignature, KeyError, TypeError, ValueError):
+            inst = None
+    return render_template("installed.html", inst=inst)

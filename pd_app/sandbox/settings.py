@@ -1,0 +1,28 @@
+"""Configuration of one sandbox instance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """What the sandbox pretends the app registered in Pipedrive's Developer Hub."""
+
+    client_id: str = "sandbox-client"
+    client_secret: str = "sandbox-secret"
+    # Pipedrive compares the redirect URI byte for byte with the registered Callback URL.
+    redirect_uris: Sequence[str] = ("http://localhost:5000/oauth/callback",)
+    # Where the sandbox is reachable; returned as `api_domain` so the app sends API calls back here.
+    base_url: str = "http://localhost:5000/sandbox"
+    app_name: str = "pd_app Goals"
+    scopes: Sequence[str] = ("base", "goals:full")
+    access_token_ttl: int = 3599
+    jwt_secret: str | None = None  # reserved for the custom UI extension's JWT
+    control: bool = True  # the /_sandbox/* endpoints exist only when True
+
+    def __post_init__(self) -> None:
+        # Callers may pass lists; tuples keep a frozen settings object really immutable.
+        object.__setattr__(self, "redirect_uris", tuple(self.redirect_uris))
+        object.__setattr__(self, "scopes", tuple(self.scopes))

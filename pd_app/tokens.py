@@ -1,0 +1,248 @@
+"""The token store: encryption at rest, saving a grant, and refresh that never races.
+
+Tokens are encrypted with MultiFernet (first key encrypts, all decrypt). Each plaintext is prefixed with the
+installation's identity and the field name before encryption, so a ciphertext copied into another row or
+column fails to decrypt there. There is no plaintext fallback.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from flask import Flask, current_app
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import db
+from .logs import audit
+from .models import Installation, utcnow
+from .pipedrive import DomainNotAllowed, TokenEndpointError, TokenEndpointUnavailable, client
+
+
+RATE_LIMIT_WRITE_EVERY_S = 10
+
+
+class TokenDecryptError(Exception):
+    """A stored token could not be decrypted (wrong key, or a ciphertext that belongs to another row)."""
+
+
+class NotInstalled(Exception):
+    """No usable installation: never installed, or uninstalled."""
+
+
+class ReauthRequired(Exception):
+    """Pipedrive refused the refresh token (`invalid_grant`): the user must install again."""
+
+
+class TokenServiceUnavailable(Exception):
+    """The token endpoint failed transiently; the stored tokens are kept."""
+
+
+class TokenCipher:
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        if not keys:
+            raise ValueError("at least one Fernet key is required")
+        self._fernet = MultiFernet([Fernet(k) for k in keys])
+
+    @staticmethod
+    def _binding(inst: Installation, field: str) -> bytes:
+        return f"pd_app/v1|{inst.company_id}|{inst.user_id}|{field}|".encode()
+
+    def encrypt(self, inst: Installation, field: str, token: str) -> str:
+        return self._fernet.encrypt(self._binding(inst, field) + token.encode()).decode()
+
+    def decrypt(self, inst: Installation, field: str, ciphertext: str | None) -> str:
+        if not ciphertext:
+            raise TokenDecryptError(f"no {field} stored")
+        try:
+            plain = self._fernet.decrypt(ciphertext.encode())
+        except InvalidToken:
+            raise TokenDecryptError(f"{field} does not decrypt with any configured key") from None
+        binding = self._binding(inst, field)
+        if not hmac.compare_digest(plain[: len(binding)], binding):
+            raise TokenDecryptError(f"{field} belongs to another installation")
+        return plain[len(binding) :].decode()
+
+    def rotate(self, ciphertext: str) -> str:
+        return self._fernet.rotate(ciphertext.encode()).decode()
+
+
+def cipher() -> TokenCipher:
+    return current_app.extensions["pd_cipher"]
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["pd_cipher"] = TokenCipher(app.config["SETTINGS"].token_encryption_keys)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who granted the tokens, as `/users/me` says (never as the request says)."""
+
+    company_id: int
+    user_id: int
+    company_domain: str | None
+    company_name: str | None
+    user_name: str | None
+    user_email: str | None
+    is_admin: bool
+
+    @classmethod
+    def from_users_me(cls, data: dict) -> Identity:
+        access = data.get("access") or []
+        is_admin = bool(data.get("is_admin")) or any(
+            isinstance(a, dict) and a.get("admin") for a in access
+        )
+        return cls(
+            company_id=int(data["company_id"]),
+            user_id=int(data["id"]),
+            company_domain=data.get("company_domain"),
+            company_name=data.get("company_name"),
+            user_name=data.get("name"),
+            user_email=data.get("email"),
+            is_admin=is_admin,
+        )
+
+
+def _apply_token_response(inst: Installation, token: dict) -> None:
+    """Write what the token endpoint returned; the caller has already checked `api_domain`."""
+    c = cipher()
+    now = utcnow()
+    inst.api_domain = str(token["api_domain"]).rstrip("/")
+    inst.access_token_enc = c.encrypt(inst, "access_token", str(token["access_token"]))
+    if token.get("refresh_token"):
+        inst.refresh_token_enc = c.encrypt(inst, "refresh_token", str(token["refresh_token"]))
+    inst.access_token_expires_at = now + timedelta(seconds=int(token.get("expires_in") or 3599))
+    if token.get("scope"):
+        inst.scopes = ",".join(s.strip() for s in str(token["scope"]).replace(" ", ",").split(",") if s.strip())
+    inst.refresh_token_used_at = now
+
+
+def save_grant(session: Session, identity: Identity, token: dict) -> Installation:
+    """Create or update the installation of (company, user) with a fresh grant, and commit."""
+    for attempt in (1, 2):
+        inst = session.scalar(
+            select(Installation).where(
+                Installation.company_id == identity.company_id, Installation.user_id == identity.user_id
+            )
+        )
+        if inst is None:
+            inst = Installation(company_id=identity.company_id, user_id=identity.user_id)
+            session.add(inst)
+        inst.company_domain = identity.company_domain
+        inst.company_name = identity.company_name
+        inst.user_name = identity.user_name
+        inst.user_email = identity.user_email
+        inst.is_admin = identity.is_admin
+        inst.status = "active"
+        inst.installed_at = utcnow()
+        _apply_token_response(inst, token)
+        try:
+            session.commit()
+            return inst
+        except IntegrityError:
+            # Two callbacks for the same user raced to insert; the second becomes an update.
+            session.rollback()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _needs_refresh(inst: Installation, margin_s: int) -> bool:
+    expires = inst.access_token_expires_at
+    if expires is None:
+        return True
+    if expires.tzinfo is None:  # SQLite returns naive datetimes; they were stored as UTC
+        expires = expires.replace(tzinfo=utcnow().tzinfo)
+    return expires - utcnow() <= timedelta(seconds=margin_s)
+
+
+def usable_access_token(session: Session, inst: Installation) -> str:
+    """The installation's access token, refreshed first when it is within the margin of expiry."""
+    if inst.status == "uninstalled" or not inst.refresh_token_enc:
+        raise NotInstalled()
+    if inst.status == "reauth_required":
+        raise ReauthRequired()
+    if _needs_refresh(inst, current_app.config["SETTINGS"].refresh_margin_s):
+        return refresh(session, inst, seen_version=inst.version)
+    return cipher().decrypt(inst, "access_token", inst.access_token_enc)
+
+
+def refresh(session: Session, inst: Installation, *, seen_version: int, force: bool = False) -> str:
+    """Single-flight refresh: returns a usable access token, refreshing at most once across all processes.
+
+    Under the row lock (PostgreSQL `FOR UPDATE`, SQLite `BEGIN IMMEDIATE`) the row is read again: if another
+    process refreshed meanwhile (its version moved past `seen_version`, or the token is no longer due), its
+    result is used and Pipedrive is not called. The new tokens are written with a version check.
+    """
+    settings = current_app.config["SETTINGS"]
+    with db.locking_session() as locked:
+        row = locked.scalar(select(Installation).where(Installation.id == inst.id).with_for_update())
+        if row is None or row.status == "uninstalled" or not row.refresh_token_enc:
+            raise NotInstalled()
+        if row.status == "reauth_required":
+            raise ReauthRequired()
+        someone_refreshed = row.version != seen_version
+        if someone_refreshed or (not force and not _needs_refresh(row, settings.refresh_margin_s)):
+            token = cipher().decrypt(row, "access_token", row.access_token_enc)
+            _sync(session, inst)
+            return token
+        refresh_token = cipher().decrypt(row, "refresh_token", row.refresh_token_enc)
+        try:
+            response = client().refresh(refresh_token)
+            client().check_domain(str(response.get("api_domain", "")))
+        except TokenEndpointError as exc:
+            if exc.error != "invalid_grant":
+                audit("refresh_failed", company_id=row.company_id, user_id=row.user_id, error=exc.error)
+                raise TokenServiceUnavailable(exc.error) from None
+            row.status = "reauth_required"
+            locked.commit()
+            audit("reauth_required", company_id=row.company_id, user_id=row.user_id, error=exc.error)
+            _sync(session, inst)
+            raise ReauthRequired() from None
+        except TokenEndpointUnavailable as exc:
+            audit("refresh_failed", company_id=row.company_id, user_id=row.user_id, error=str(exc))
+            raise TokenServiceUnavailable(str(exc)) from None
+        except (DomainNotAllowed, KeyError):
+            audit("refresh_refused", company_id=row.company_id, user_id=row.user_id, reason="api_domain")
+            raise TokenServiceUnavailable("token response with an api_domain outside the allow-list") from None
+        _apply_token_response(row, response)
+        row.last_refreshed_at = utcnow()
+        # The mapper's version_id_col makes this UPDATE carry `WHERE version = <read under the lock>`.
+        locked.commit()
+        audit("token_refreshed", company_id=row.company_id, user_id=row.user_id, forced=force)
+    _sync(session, inst)
+    return str(response["access_token"])
+
+
+def _sync(session: Session, inst: Installation) -> None:
+    """Bring the caller's copy of the row up to date after the locked transaction committed."""
+    if inst in session:
+        session.refresh(inst)
+
+
+def record_rate_limit(session: Session, inst: Installation, figures: dict[str, int]) -> None:
+    """Remember the last rate-limit figures Pipedrive sent (shown to callers), at most every few seconds so
+    the hot path does not write on every call."""
+    if not figures:
+        return
+    now = utcnow()
+    last = (inst.rate_limit or {}).get("at")
+    if last and now - datetime.fromisoformat(last) < timedelta(seconds=RATE_LIMIT_WRITE_EVERY_S):
+        return
+    figures = dict(figures, at=now.isoformat(timespec="seconds"))
+    session.execute(update(Installation).where(Installation.id == inst.id).values(rate_limit=figures))
+    session.commit()
+
+
+def expires_in_s(inst: Installation, now: datetime | None = None) -> int | None:
+    if inst.access_token_expires_at is None:
+        return None
+    expires = inst.access_token_expires_at
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=utcnow().tzinfo)
+    return int((expires - (now or utcnow())).total_seconds())

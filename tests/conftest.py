@@ -1,0 +1,263 @@
+"""Fixtures: a migrated database (SQLite, or PostgreSQL via TEST_DATABASE_URL), the sandbox over real HTTP,
+the app, and helpers that install a Pipedrive user the way a browser would. Any real network access fails."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from cryptography.fernet import Fernet
+from sqlalchemy import create_engine, text
+from werkzeug.serving import make_server
+
+from pd_app import create_app
+from pd_app.config import normalize_database_url
+from pd_app.migrate import upgrade
+from pd_app.models import Base
+from pd_app.sandbox import SandboxSettings, create_sandbox_app
+
+CLIENT_ID = "test-client-id"
+CLIENT_SECRET = "test-client-secret"
+PUBLIC_URL = "http://app.localhost"
+ENCRYPTION_KEY = Fernet.generate_key().decode()
+
+
+# -- no real network -------------------------------------------------------------------------------------
+class NetworkGuard:
+    """Refuses connections to anything but loopback and records who tried."""
+
+    def __init__(self) -> None:
+        self.blocked: list[object] = []
+        self._connect = socket.socket.connect
+        self._getaddrinfo = socket.getaddrinfo
+
+    @staticmethod
+    def _local(host: object) -> bool:
+        if not isinstance(host, str):
+            return False
+        if host in {"localhost"} or host.endswith(".localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def install(self) -> None:
+        guard = self
+
+        def connect(sock, address):  # noqa: ANN001, ANN202
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and not guard._local(address[0]):
+                guard.blocked.append(address)
+                raise ConnectionRefusedError(f"test network guard: {address!r} is not loopback")
+            return guard._connect(sock, address)
+
+        def getaddrinfo(host, *args, **kwargs):  # noqa: ANN001, ANN202
+            if host is not None and not guard._local(host if isinstance(host, str) else host.decode()):
+                guard.blocked.append(host)
+                raise socket.gaierror(f"test network guard: {host!r} is not loopback")
+            if isinstance(host, str) and host.endswith(".localhost"):
+                host = "127.0.0.1"
+            return guard._getaddrinfo(host, *args, **kwargs)
+
+        socket.socket.connect = connect  # type: ignore[method-assign]
+        socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+
+    def uninstall(self) -> None:
+        socket.socket.connect = self._connect  # type: ignore[method-assign]
+        socket.getaddrinfo = self._getaddrinfo  # type: ignore[assignment]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def network_guard() -> Iterator[NetworkGuard]:
+    guard = NetworkGuard()
+    guard.install()
+    yield guard
+    guard.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def _no_blocked_calls(network_guard: NetworkGuard) -> Iterator[None]:
+    network_guard.blocked.clear()
+    yield
+    assert network_guard.blocked == [], f"a test tried to reach the network: {network_guard.blocked}"
+
+
+# -- servers -----------------------------------------------------------------------------------------------
+class LiveServer:
+    def __init__(self, wsgi_app, host: str = "127.0.0.1") -> None:  # noqa: ANN001
+        self.server = make_server(host, 0, wsgi_app, threaded=True)
+        self.url = f"http://{host}:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[LiveServer]:
+    # The sandbox learns its own URL only after binding, so bind first and point the settings at it.
+    holder: dict[str, object] = {}
+
+    def late_app(environ, start_response):  # noqa: ANN001, ANN202
+        return holder["app"](environ, start_response)
+
+    server = LiveServer(late_app)
+    holder["app"] = create_sandbox_app(
+        SandboxSettings(
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            redirect_uris=[PUBLIC_URL + "/oauth/callback"],
+            base_url=server.url,
+            jwt_secret=CLIENT_SECRET,
+        )
+    )
+    server.sandbox_app = holder["app"]  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server: LiveServer):  # noqa: ANN201
+    """The sandbox's state, reseeded for each test."""
+    state = sandbox_server.sandbox_app.extensions["pd_sandbox"]  # type: ignore[attr-defined]
+    state.reset()
+    yield state
+    state.reset()
+
+
+# -- database ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        url = normalize_database_url(url)
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            Base.metadata.drop_all(conn)
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        engine.dispose()
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def clean_db(database_url: str) -> str:
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+    engine.dispose()
+    return database_url
+
+
+def app_environ(database_url: str, oauth_url: str, **extra: str) -> dict[str, str]:
+    env = {
+        "PD_APP_ENV": "test",
+        "PUBLIC_URL": PUBLIC_URL,
+        "SECRET_KEY": "test-secret-key-0123456789",
+        "DATABASE_URL": database_url,
+        "TOKEN_ENCRYPTION_KEYS": ENCRYPTION_KEY,
+        "PIPEDRIVE_CLIENT_ID": CLIENT_ID,
+        "PIPEDRIVE_CLIENT_SECRET": CLIENT_SECRET,
+        "PIPEDRIVE_OAUTH_URL": oauth_url,
+        "PIPEDRIVE_API_DOMAINS": oauth_url,
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def app(clean_db: str, sandbox_server: LiveServer, sandbox):  # noqa: ANN001, ANN201
+    app = create_app(environ=app_environ(clean_db, sandbox_server.url))
+    yield app
+    app.extensions["pd_client"].close()
+    app.extensions["pd_db"]["engine"].dispose()
+
+
+@pytest.fixture
+def client(app):  # noqa: ANN001, ANN201
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):  # noqa: ANN001, ANN201
+    return app.test_cli_runner()
+
+
+# -- acting as a Pipedrive user ------------------------------------------------------------------------------
+class Installer:
+    """Drives the install the way a browser does: app → sandbox consent → app callback."""
+
+    def __init__(self, client, sandbox_url: str) -> None:  # noqa: ANN001
+        self.client = client
+        self.sandbox_url = sandbox_url
+        self.http = requests.Session()
+
+    def consent(self, user_id: int = 2001, allow: bool = True) -> str:
+        """Start at /oauth/install, answer the sandbox's consent page; the callback URL Pipedrive sends back."""
+        start = self.client.get("/oauth/install")
+        assert start.status_code == 302, start.data
+        authorize_url = start.headers["Location"]
+        assert authorize_url.startswith(self.sandbox_url + "/oauth/authorize?")
+        page = self.http.get(authorize_url, timeout=5)
+        assert page.status_code == 200
+        return self.answer(authorize_url, user_id=user_id, allow=allow)
+
+    def answer(self, authorize_url: str, *, user_id: int = 2001, allow: bool = True) -> str:
+        query = {k: v[0] for k, v in parse_qs(urlsplit(authorize_url).query).items()}
+        form = {
+            "client_id": query["client_id"],
+            "redirect_uri": query["redirect_uri"],
+            "user_id": str(user_id),
+            "action": "allow" if allow else "cancel",
+        }
+        if "state" in query:
+            form["state"] = query["state"]
+        resp = self.http.post(self.sandbox_url + "/oauth/authorize", data=form, allow_redirects=False, timeout=5)
+        assert resp.status_code == 302, resp.text
+        return resp.headers["Location"]
+
+    def callback(self, location: str):  # noqa: ANN201
+        assert location.startswith(PUBLIC_URL + "/oauth/callback")
+        return self.client.get(location[len(PUBLIC_URL):])
+
+    def install(self, user_id: int = 2001):  # noqa: ANN201
+        resp = self.callback(self.consent(user_id))
+        assert resp.status_code == 302, resp.data
+        return resp
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@pytest.fixture
+def installer(client, sandbox_server: LiveServer) -> Iterator[Installer]:  # noqa: ANN001
+    helper = Installer(client, sandbox_server.url)
+    yield helper
+    helper.close()
+
+
+@pytest.fixture
+def make_key(app):  # noqa: ANN001, ANN201
+    """Create a partner key through the real CLI; returns the printed key."""
+
+    def make(company_id: int = 1001, user_id: int | None = None, scope: str = "full") -> str:
+        args = ["keys", "create", "--company-id", str(company_id), "--name", "test", "--scope", scope]
+        if user_id is not None:
+            args += ["--user-id", str(user_id)]
+        result = app.test_cli_runner().invoke(args=args)
+        assert result.exit_code == 0, result.output
+        return result.stdout.strip().splitlines()[-1]
+
+    return make

@@ -1,0 +1,134 @@
+"""Configuration: defaults, development secrets, and the production refusals (docs/interface.md §2)."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.fernet import Fernet
+
+from pd_app.config import ConfigError, load_settings, normalize_database_url
+
+KEY = Fernet.generate_key().decode()
+PRODUCTION = {
+    "PD_APP_ENV": "production",
+    "SECRET_KEY": "s" * 40,
+    "TOKEN_ENCRYPTION_KEYS": KEY,
+    "PIPEDRIVE_CLIENT_ID": "id",
+    "PIPEDRIVE_CLIENT_SECRET": "secret",
+    "PUBLIC_URL": "https://goals.example.com",
+}
+
+
+def test_development_defaults_generate_secrets_once(tmp_path):
+    first = load_settings({}, tmp_path)
+    second = load_settings({}, tmp_path)
+    assert first.env == "development"
+    assert first.public_url == "http://localhost:5000"
+    assert first.redirect_uri == "http://localhost:5000/oauth/callback"
+    assert first.oauth_url == "https://oauth.pipedrive.com"
+    assert first.api_domains == ("https://*.pipedrive.com",)
+    assert first.database_url == f"sqlite:///{tmp_path / 'pd_app.sqlite3'}"
+    assert first.goals_cache_ttl == 30
+    assert first.secret_key and first.secret_key == second.secret_key
+    assert first.token_encryption_keys == second.token_encryption_keys
+    assert (tmp_path / "dev-secrets.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_sandbox_points_oauth_and_api_at_the_mounted_sandbox(tmp_path):
+    settings = load_settings({"PD_SANDBOX": "1", "PUBLIC_URL": "http://localhost:5000/"}, tmp_path)
+    assert settings.sandbox
+    assert settings.oauth_url == "http://localhost:5000/sandbox"
+    assert "http://localhost:5000/sandbox" in settings.api_domains
+    assert settings.client_id and settings.client_secret
+    assert settings.jwt_secret == settings.client_secret
+
+
+def test_jwt_secret_defaults_to_client_secret_and_can_be_set(tmp_path):
+    assert load_settings({"PIPEDRIVE_CLIENT_SECRET": "cs"}, tmp_path).jwt_secret == "cs"
+    assert load_settings({"PIPEDRIVE_CLIENT_SECRET": "cs", "PIPEDRIVE_JWT_SECRET": "j"}, tmp_path).jwt_secret == "j"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@h:5432/db", "postgresql+psycopg://u:p@h:5432/db"),
+        ("postgresql://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+    ],
+)
+def test_database_urls(given, expected):
+    assert normalize_database_url(given) == expected
+
+
+def test_production_with_everything_set_starts(tmp_path):
+    settings = load_settings(PRODUCTION, tmp_path)
+    assert settings.production
+    assert not (tmp_path / "dev-secrets.json").exists()
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "TOKEN_ENCRYPTION_KEYS", "PIPEDRIVE_CLIENT_ID",
+                                     "PIPEDRIVE_CLIENT_SECRET"])
+def test_production_refuses_a_missing_secret(tmp_path, missing):
+    environ = {k: v for k, v in PRODUCTION.items() if k != missing}
+    with pytest.raises(ConfigError, match=f"{missing} is required"):
+        load_settings(environ, tmp_path)
+    assert not (tmp_path / "dev-secrets.json").exists()
+
+
+def test_production_refuses_the_sandbox(tmp_path):
+    with pytest.raises(ConfigError, match="PD_SANDBOX=1 is refused in production"):
+        load_settings({**PRODUCTION, "PD_SANDBOX": "1"}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("http://*.pipedrive.com", "must use https"),
+        ("https://localhost", "loopback or private"),
+        ("https://127.0.0.1:8443", "loopback or private"),
+        ("https://[::1]", "loopback or private"),
+        ("https://10.1.2.3", "loopback or private"),
+        ("https://192.168.0.10", "loopback or private"),
+    ],
+)
+def test_production_refuses_unsafe_api_domains(tmp_path, pattern, reason):
+    with pytest.raises(ConfigError, match=reason):
+        load_settings({**PRODUCTION, "PIPEDRIVE_API_DOMAINS": f"https://*.pipedrive.com,{pattern}"}, tmp_path)
+
+
+def test_production_lists_every_problem_at_once(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_settings({"PD_APP_ENV": "production", "PD_SANDBOX": "1"}, tmp_path)
+    message = str(info.value)
+    for name in ("SECRET_KEY", "TOKEN_ENCRYPTION_KEYS", "PIPEDRIVE_CLIENT_ID", "PIPEDRIVE_CLIENT_SECRET",
+                 "PD_SANDBOX"):
+        assert name in message
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"PD_APP_ENV": "staging"}, "PD_APP_ENV must be one of"),
+        ({"TOKEN_ENCRYPTION_KEYS": "not-a-key"}, "not a Fernet key"),
+        ({"GOALS_CACHE_TTL": "soon"}, "GOALS_CACHE_TTL must be a whole number"),
+        ({"GOALS_CACHE_TTL": "-1"}, "must not be negative"),
+    ],
+)
+def test_bad_values_are_refused_with_one_clear_message(tmp_path, environ, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ, tmp_path)
+
+
+def test_app_py_exits_with_the_message_in_production(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", "import app"], cwd=root, capture_output=True, text=True, timeout=60,
+        env={"PD_APP_ENV": "production", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY is required" in result.stderr
+    assert "Traceback" not in result.stderr
