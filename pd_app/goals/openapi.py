@@ -1,0 +1,209 @@
+"""The OpenAPI 3.1 document of everything under /api.
+
+Parameters and request bodies are generated from the pydantic models that validate them (models.py), so the
+document cannot drift from what the proxy accepts; responses come from responses.py.
+"""
+
+from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic.json_schema import models_json_schema
+
+from .fields import GoalId
+from .models import AddGoalRequest, FindGoalsQuery, GoalResultsQuery, QueryModel, UpdateGoalRequest
+from .responses import ERROR_RESPONSES, RESPONSE_SCHEMAS, RETRY_AFTER, VALIDATION_EXAMPLE
+
+REF = "#/components/schemas/{model}"
+
+_ADD_EXAMPLE = {
+    "title": "New deals in Q1",
+    "assignee": {"id": 1, "type": "person"},
+    "type": {"name": "deals_won", "params": {"pipeline_id": [1]}},
+    "expected_outcome": {"target": 50000, "tracking_metric": "sum", "currency_id": 1},
+    "duration": {"start": "2025-01-01", "end": "2025-03-31"},
+    "interval": "monthly",
+}
+
+
+def _query_parameters(model: type[QueryModel], schemas: dict[str, Any]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(by_alias=True, ref_template=REF)
+    schemas.update(schema.get("$defs", {}))
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        parameter = {"in": "query", "name": name, "required": name in required}
+        parameter["description"] = prop.pop("description", "")
+        parameter["schema"] = prop
+        if prop.get("type") == "array":
+            parameter.update(style="form", explode=True)  # ?k=1&k=2
+        parameters.append(parameter)
+    return parameters
+
+
+def _responses(success: str, *statuses: str) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {"description": "Success.", "content": {"application/json": {"schema": {"$ref": success}}}}
+    }
+    for status in statuses:
+        responses[status] = {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
+    return responses
+
+
+def _error_responses() -> dict[str, Any]:
+    responses = {}
+    for status, (name, when, codes) in ERROR_RESPONSES.items():
+        response: dict[str, Any] = {
+            "description": f"{when} `code`: {', '.join(codes)}.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        if status in ("429", "503"):
+            response["headers"] = RETRY_AFTER
+        if status == "400":
+            response["content"]["application/json"]["example"] = VALIDATION_EXAMPLE
+        responses[name] = response
+    return responses
+
+
+def _operation(
+    op_id: str, summary: str, cost: int, success: str, statuses: tuple[str, ...], **extra: Any
+) -> dict[str, Any]:
+    operation = {
+        "operationId": op_id,
+        "tags": ["Goals"],
+        "summary": summary,
+        "description": f"Forwarded to Pipedrive's `{op_id}` after validation (upstream token cost {cost}).",
+        "x-token-cost": cost,
+        "responses": _responses(f"#/components/schemas/{success}", *statuses),
+    }
+    operation.update(extra)
+    return operation
+
+
+def openapi_document(public_url: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of /api, served at `/api/openapi.json`."""
+    refs, top = models_json_schema(
+        [(AddGoalRequest, "validation"), (UpdateGoalRequest, "validation")], ref_template=REF
+    )
+    schemas: dict[str, Any] = dict(top.get("$defs", {}))
+    find_parameters = _query_parameters(FindGoalsQuery, schemas)
+    results_parameters = _query_parameters(GoalResultsQuery, schemas)
+    schemas.update(RESPONSE_SCHEMAS)
+
+    goal_id = {"$ref": "#/components/parameters/GoalId"}
+    reads = ("400", "401", "403", "429", "502", "503")
+    writes = reads + ("504",)  # only a write can leave its outcome unknown
+    body_errors = ("413", "415")
+
+    def body(model: type, example: dict[str, Any] | None = None) -> dict[str, Any]:
+        media: dict[str, Any] = {"schema": refs[(model, "validation")]}
+        if example:
+            media["example"] = example
+        return {"required": True, "content": {"application/json": media}}
+
+    paths = {
+        "/api/v1/goals": {
+            "post": _operation(
+                "addGoal",
+                "Add a goal",
+                10,
+                "GoalResponse",
+                writes + body_errors,
+                requestBody=body(AddGoalRequest, _ADD_EXAMPLE),
+            ),
+        },
+        "/api/v1/goals/find": {
+            "get": _operation(
+                "getGoals", "Find goals", 20, "GoalsResponse", reads, parameters=find_parameters
+            ),
+        },
+        "/api/v1/goals/{id}": {
+            "parameters": [goal_id],
+            "put": _operation(
+                "updateGoal",
+                "Update a goal",
+                10,
+                "GoalResponse",
+                writes + ("404",) + body_errors,
+                requestBody=body(UpdateGoalRequest, {"title": "New deals in Q1 (stretch)"}),
+            ),
+            "delete": _operation("deleteGoal", "Delete a goal", 6, "DeleteGoalResponse", writes + ("404",)),
+        },
+        "/api/v1/goals/{id}/results": {
+            "parameters": [goal_id],
+            "get": _operation(
+                "getGoalResult",
+                "Get the progress of a goal",
+                20,
+                "GoalResultResponse",
+                reads + ("404",),
+                parameters=results_parameters,
+            ),
+        },
+        "/api/v1/app/installation": {
+            "get": {
+                "operationId": "getInstallation",
+                "tags": ["App"],
+                "summary": "The caller's installation",
+                "description": "Company, user, status, scopes and last known rate-limit figures. No token.",
+                "responses": _responses("#/components/schemas/InstallationResponse", "401", "403"),
+            }
+        },
+        "/api/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "tags": ["Documentation"],
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The OpenAPI 3.1 document.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pd_app API",
+            "version": "1.0.0",
+            "description": "Pipedrive-compatible Goals API: requests are validated here before they reach "
+            "Pipedrive, with the caller's installation's OAuth token.",
+        },
+        "servers": [{"url": public_url}],
+        "security": [{"partnerKey": []}, {"bearer": []}],
+        "tags": [
+            {"name": "Goals", "description": "Pipedrive's v1 Goals operations, same paths and bodies."},
+            {"name": "App", "description": "The caller's installation of the app."},
+            {"name": "Documentation"},
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "parameters": {
+                "GoalId": {
+                    "in": "path",
+                    "name": "id",
+                    "required": True,
+                    "description": "The goal's id (Pipedrive's goal ids are strings).",
+                    "schema": TypeAdapter(GoalId).json_schema(),
+                }
+            },
+            "responses": _error_responses(),
+            "securitySchemes": {
+                "partnerKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-token",
+                    "description": "A partner key (what Pipedrive's SDKs send when set up with `apiKey`).",
+                },
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A partner key, or the custom UI SDK's JWT (GET_SIGNED_TOKEN).",
+                },
+            },
+        },
+    }
