@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def alembic_config(database_url: str) -> Config:
     cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["skip_logging"] = True  # the app has its own logging; alembic.ini's is for the alembic CLI
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
     # ConfigParser interpolates %: escape it so URLs with encoded passwords survive.
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))

@@ -38,15 +38,18 @@ def installation_for(session: Session, principal: Principal) -> Installation:
     """The installation whose token serves this caller.
 
     A user-bound credential uses that user's installation. A company-wide key uses an active installation of
-    the company: an admin's first, then the most recently refreshed.
+    the company: an admin's first, then the most recently refreshed; with none active, one that needs
+    reauthorization (so the caller learns that), else `not_installed`.
     """
     query = select(Installation).where(Installation.company_id == principal.company_id)
     if principal.user_id is not None:
         inst = session.scalar(query.where(Installation.user_id == principal.user_id))
     else:
+        # Active ones first, so a company whose only installations need reauthorization is told so.
         inst = session.scalar(
-            query.where(Installation.status == "active")
+            query.where(Installation.status != "uninstalled")
             .order_by(
+                case((Installation.status == "active", 0), else_=1),
                 case((Installation.is_admin, 0), else_=1),
                 Installation.last_refreshed_at.desc().nulls_last(),
                 Installation.installed_at.desc(),
@@ -101,9 +104,12 @@ def forward(
     """Send one request upstream; on a 401 refresh once and retry once. Returns (body, status) for 2xx."""
     inst = installation_for(session, principal)
     token = _token(session, inst)
+    # Give the connection back to the pool while Pipedrive answers (100-300 ms, sometimes seconds).
+    session.commit()
     resp = _send(op, method, inst, path, token, params, json)
     if resp.status == 401:
         token = _token(session, inst, forced_from=inst.version)
+        session.commit()
         resp = _send(op, method, inst, path, token, params, json)
     record_rate_limit(session, inst, resp.rate_limit)
     if 200 <= resp.status < 300:

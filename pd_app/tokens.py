@@ -180,6 +180,8 @@ def refresh(session: Session, inst: Installation, *, seen_version: int, force: b
     result is used and Pipedrive is not called. The new tokens are written with a version check.
     """
     settings = current_app.config["SETTINGS"]
+    # End the caller's transaction first: on SQLite its old snapshot could not write after ours commits.
+    session.commit()
     with db.locking_session() as locked:
         row = locked.scalar(select(Installation).where(Installation.id == inst.id).with_for_update())
         if row is None or row.status == "uninstalled" or not row.refresh_token_enc:

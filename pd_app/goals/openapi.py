@@ -45,7 +45,7 @@ def _responses(success: str, *statuses: str) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {"description": "Success.", "content": {"application/json": {"schema": {"$ref": success}}}}
     }
-    for status in statuses:
+    for status in sorted(statuses):
         responses[status] = {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
     return responses
 
@@ -91,7 +91,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
     schemas.update(RESPONSE_SCHEMAS)
 
     goal_id = {"$ref": "#/components/parameters/GoalId"}
-    reads = ("400", "401", "403", "429", "502", "503")
+    reads = ("400", "401", "402", "403", "409", "429", "500", "502", "503")
     writes = reads + ("504",)  # only a write can leave its outcome unknown
     body_errors = ("413", "415")
 
@@ -146,7 +146,9 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 "tags": ["App"],
                 "summary": "The caller's installation",
                 "description": "Company, user, status, scopes and last known rate-limit figures. No token.",
-                "responses": _responses("#/components/schemas/InstallationResponse", "401", "403"),
+                "responses": _responses(
+                    "#/components/schemas/InstallationResponse", "401", "403", "409", "500"
+                ),
             }
         },
         "/api/openapi.json": {

@@ -7,6 +7,7 @@ from typing import Any
 
 from .validation import DETAIL_CODES
 
+# docs/interface.md's codes, then the two errors.py adds for Flask's 405 and unexpected failures.
 ERROR_CODES = (
     "unauthorized",
     "forbidden",
@@ -20,27 +21,39 @@ ERROR_CODES = (
     "not_found",
     "payload_too_large",
     "unsupported_media_type",
+    "method_not_allowed",
+    "internal_error",
 )
 
-# HTTP status -> (component name, when, codes). Keep in step with the error handler's status table.
+# HTTP status -> (component name, when, codes), as api.py, auth.py and proxy.py raise them: keep in step.
 ERROR_RESPONSES = {
     "400": (
         "ValidationFailed",
-        "The request is invalid; `details` lists every problem.",
+        "The request is invalid (or Pipedrive refused it); `details` lists every problem.",
         ["validation_failed"],
     ),
-    "401": ("Unauthorized", "No credential, or one that is not valid.", ["unauthorized"]),
-    "403": (
-        "Forbidden",
-        "The credential may not do this, the app is not installed for its company and user, or the user "
-        "must install the app again.",
-        ["forbidden", "not_installed", "reauth_required"],
+    "401": (
+        "Unauthorized",
+        "No valid credential, or Pipedrive no longer accepts the installation: the user must install again.",
+        ["unauthorized", "reauth_required"],
     ),
-    "404": ("NotFound", "No such goal, or no such path.", ["not_found"]),
+    "402": ("PaymentRequired", "The company's Pipedrive account is not active.", ["forbidden"]),
+    "403": ("Forbidden", "The credential may not do this, or the installation lacks a scope.", ["forbidden"]),
+    "404": ("NotFound", "No such goal.", ["not_found"]),
+    "409": (
+        "NotInstalled",
+        "The app is not installed for the credential's company and user.",
+        ["not_installed"],
+    ),
     "413": ("PayloadTooLarge", "The request body is too large.", ["payload_too_large"]),
     "415": ("UnsupportedMediaType", "The body is not `application/json`.", ["unsupported_media_type"]),
     "429": ("RateLimited", "Too many requests: wait `Retry-After` seconds.", ["rate_limited"]),
-    "502": ("UpstreamError", "Pipedrive answered with an error pd_app cannot pass on.", ["upstream_error"]),
+    "500": ("InternalError", "pd_app failed unexpectedly.", ["internal_error"]),
+    "502": (
+        "UpstreamError",
+        "Pipedrive answered with an error; for a write, whether it happened is unknown (`outcome_unknown`).",
+        ["upstream_error", "outcome_unknown"],
+    ),
     "503": (
         "UpstreamUnavailable",
         "Pipedrive cannot be reached: retry after `Retry-After` seconds.",
@@ -64,6 +77,7 @@ _SERVICE_ENVELOPE = {
 }
 _ID_LIST = {"anyOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "null"}]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 RESPONSE_SCHEMAS: dict[str, Any] = {
     "Goal": {
         "type": "object",
@@ -143,23 +157,47 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
         "description": "The caller's installation. Never contains a token.",
         "properties": {
             "company_id": {"type": "integer"},
+            "company_name": {"type": ["string", "null"]},
+            "company_domain": {"type": ["string", "null"]},
             "user_id": {"type": "integer"},
-            "status": {"type": "string", "description": "The installation's lifecycle state, e.g. `active`."},
+            "user_name": {"type": ["string", "null"]},
+            "is_admin": {"type": ["boolean", "null"]},
+            "status": {"type": "string", "enum": ["active", "reauth_required", "uninstalled"]},
             "scopes": {"type": "array", "items": {"type": "string"}},
-            "access_token_expires_at": {"type": ["string", "null"], "format": "date-time"},
-            "last_refreshed_at": {"type": ["string", "null"], "format": "date-time"},
-            "rate_limit": {"$ref": "#/components/schemas/RateLimit"},
+            "api_domain": {"type": ["string", "null"], "description": "The company's Pipedrive API address."},
+            "access_token_expires_at": _NULLABLE_TIME,
+            "access_token_expires_in": {
+                **_NULLABLE_INT,
+                "description": "Seconds until the access token expires.",
+            },
+            "installed_at": _NULLABLE_TIME,
+            "last_refreshed_at": _NULLABLE_TIME,
+            "rate_limit": {
+                "anyOf": [{"$ref": "#/components/schemas/RateLimit"}, {"type": "null"}],
+                "description": "The last rate-limit figures Pipedrive sent (null: none yet).",
+            },
+            "credential": {
+                "type": "object",
+                "description": "The credential of this request.",
+                "properties": {
+                    "kind": {"type": "string", "enum": ["key", "jwt"]},
+                    "scope": {"type": "string"},
+                    "user_bound": {"type": "boolean"},
+                },
+            },
         },
     },
     "RateLimit": {
         "type": "object",
-        "description": "The last rate-limit figures Pipedrive sent for this installation (null: none yet).",
+        "description": "Pipedrive's rate-limit headers without the `x-` prefix (each only when it was sent).",
         "properties": {
-            "limit": _NULLABLE_INT,
-            "remaining": _NULLABLE_INT,
-            "reset_seconds": _NULLABLE_INT,
-            "daily_requests_left": _NULLABLE_INT,
-            "observed_at": {"type": ["string", "null"], "format": "date-time"},
+            "ratelimit-limit": {"type": "integer"},
+            "ratelimit-remaining": {"type": "integer"},
+            "ratelimit-reset": {"type": "integer", "description": "Seconds until the burst window resets."},
+            "daily-requests-left": {"type": "integer"},
+            "daily-ratelimit-token-limit": {"type": "integer"},
+            "daily-ratelimit-token-remaining": {"type": "integer"},
+            "at": {"type": "string", "format": "date-time", "description": "When these figures were seen."},
         },
     },
     "InstallationResponse": {
@@ -188,15 +226,20 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
         "properties": {
             "field": {"type": "string", "description": "Dotted path, e.g. `expected_outcome.currency_id`."},
             "message": {"type": "string", "description": "A sentence naming the field and the fix."},
-            "code": {"type": "string", "enum": list(DETAIL_CODES)},
+            "code": {
+                "type": "string",
+                "description": "A short machine code. From request validation: "
+                + ", ".join(DETAIL_CODES)
+                + "; `invalid_json`: the body does not parse; `upstream_rejected`: Pipedrive refused it.",
+            },
         },
     },
 }
 
 VALIDATION_EXAMPLE = {
     "success": False,
-    "error": "The request is not valid.",
-    "error_info": "Fix the fields listed in details and send the request again.",
+    "error": "The request has 2 problems.",
+    "error_info": "Fix each entry of `details` and send it again.",
     "code": "validation_failed",
     "details": [
         {

@@ -91,8 +91,9 @@ def matches(goal: Mapping[str, Any], query: FindQuery, user_id: int) -> bool:
     for name, wanted in query.filters.items():
         actual = _lookup(goal, name)
         if isinstance(wanted, list):
-            # Array filters match goals tracking at least the given ids (null tracks all of them).
-            if actual is not None and not set(wanted) <= set(actual):
+            # Array filters match goals that list at least the given ids (a goal tracking all, null, does
+            # not list them).
+            if not isinstance(actual, list) or not set(wanted) <= set(actual):
                 return False
         elif actual != wanted:
             return False

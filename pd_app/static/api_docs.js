@@ -8,6 +8,7 @@
       root.textContent = "";
       Object.keys(spec.paths).sort().forEach(function (path) {
         Object.keys(spec.paths[path]).forEach(function (method) {
+          if (["get", "post", "put", "patch", "delete"].indexOf(method) < 0) { return; }
           var op = spec.paths[path][method];
           var row = document.createElement("div");
           row.className = "op";

@@ -1,0 +1,173 @@
+"""The install flow: state handling, Marketplace installs, refusals, and failures that store nothing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from itsdangerous import URLSafeTimedSerializer
+from sqlalchemy import select
+
+from pd_app.db import get_session
+from pd_app.models import Installation
+from pd_app.oauth import STATE_SALT
+
+
+def _installations(app) -> list[Installation]:  # noqa: ANN001
+    with app.app_context():
+        return list(get_session().scalars(select(Installation)).all())
+
+
+def _code_from(location: str) -> str:
+    return parse_qs(urlsplit(location).query)["code"][0]
+
+
+def test_install_redirects_to_authorize_with_signed_state(client, sandbox_server):
+    resp = client.get("/oauth/install")
+    assert resp.status_code == 302
+    parts = urlsplit(resp.headers["Location"])
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == sandbox_server.url + "/oauth/authorize"
+    query = parse_qs(parts.query)
+    assert query["client_id"] == ["test-client-id"]
+    assert query["redirect_uri"] == ["http://app.localhost/oauth/callback"]
+    assert len(query["state"][0]) > 30
+    # Two installs get two different states.
+    assert client.get("/oauth/install").headers["Location"] != resp.headers["Location"]
+
+
+def test_install_stores_the_installation_and_lands_on_a_clean_url(app, client, installer, sandbox):
+    location = installer.consent(user_id=2002)
+    resp = installer.callback(location)
+    assert resp.status_code == 302
+    landing = resp.headers["Location"]
+    assert landing.startswith("/installed?ticket=")
+    assert "code=" not in landing and "state=" not in landing
+    page = client.get(landing)
+    assert "Installed for Acme Sales Ltd as Sam Seller" in page.get_data(as_text=True)
+    [inst] = _installations(app)
+    assert (inst.company_id, inst.user_id, inst.status) == (1001, 2002, "active")
+    assert inst.company_name == "Acme Sales Ltd" and inst.user_email == "sam@acme.example"
+    assert inst.api_domain == installer.sandbox_url
+    assert "goals:full" in inst.scope_list
+    # The code was exchanged with Basic client auth, and /users/me was read with the new token.
+    assert sandbox.count("/oauth/token", grant_type="authorization_code", status=200) == 1
+    assert sandbox.count("/api/v1/users/me", status=200) == 1
+
+
+def test_reinstall_updates_the_same_row(app, installer):
+    installer.install(user_id=2001)
+    installer.install(user_id=2001)
+    assert len(_installations(app)) == 1
+
+
+def test_marketplace_install_without_state_installs_but_reveals_nothing(app, client, installer, sandbox):
+    start = client.get("/oauth/install").headers["Location"]
+    stateless = start.split("&state=")[0] if "&state=" in start else start
+    stateless = "&".join(p for p in stateless.split("&") if not p.startswith("state="))
+    location = installer.answer(stateless, user_id=2003)
+    assert "state=" not in location
+    resp = installer.callback(location)
+    assert resp.status_code == 302 and resp.headers["Location"] == "/installed"
+    page = client.get("/installed").get_data(as_text=True)
+    assert "The app is installed" in page and "Rita" not in page
+    [inst] = _installations(app)
+    assert inst.user_id == 2003 and inst.company_id == 1001
+
+
+def _forged_state(secret: str) -> str:
+    return URLSafeTimedSerializer(secret, salt=STATE_SALT).dumps({"n": "x" * 32})
+
+
+@pytest.mark.parametrize("case", ["forged", "garbage", "expired", "empty_nonce"])
+def test_bad_state_is_refused_before_any_token_call(app, client, installer, sandbox, case):
+    location = installer.consent()
+    code = _code_from(location)
+    if case == "forged":
+        state = _forged_state("not-the-app-secret")
+    elif case == "garbage":
+        state = "not-a-state"
+    elif case == "expired":
+        app.config["SETTINGS"] = replace(app.config["SETTINGS"], state_max_age_s=-1)
+        state = parse_qs(urlsplit(location).query)["state"][0]
+    else:
+        state = URLSafeTimedSerializer("test-secret-key-0123456789", salt=STATE_SALT).dumps({"n": ""})
+    sandbox.clear_calls()
+    resp = client.get(f"/oauth/callback?code={code}&state={state}")
+    assert resp.status_code == 400
+    page = resp.get_data(as_text=True)
+    assert "Start the installation again" in page and 'href="/oauth/install"' in page
+    assert sandbox.count("/oauth/token") == 0
+    assert _installations(app) == []
+
+
+def test_replayed_state_is_refused_before_any_token_call(app, client, installer, sandbox):
+    location = installer.consent()
+    assert installer.callback(location).status_code == 302
+    sandbox.clear_calls()
+    # Same state again, even with a fresh code: refused, nothing sent to the token endpoint.
+    fresh = installer.consent()
+    state = parse_qs(urlsplit(location).query)["state"][0]
+    resp = client.get(f"/oauth/callback?code={_code_from(fresh)}&state={state}")
+    assert resp.status_code == 400 and "already used" in resp.get_data(as_text=True)
+    assert sandbox.count("/oauth/token") == 0
+
+
+def test_missing_code_and_user_denied_are_readable_pages(app, client, installer, sandbox):
+    denied = installer.callback(installer.consent(allow=False))
+    assert denied.status_code == 400
+    assert "Installation cancelled" in denied.get_data(as_text=True)
+    missing = client.get("/oauth/callback")
+    assert missing.status_code == 400 and "without an authorization code" in missing.get_data(as_text=True)
+    assert sandbox.count("/oauth/token") == 0
+    assert _installations(app) == []
+
+
+def test_expired_or_reused_code_gives_a_way_forward(app, client, installer, sandbox):
+    location = installer.consent()
+    assert installer.callback(location).status_code == 302
+    # The code was spent; a stateless retry of the same URL asks the token endpoint and is refused.
+    resp = client.get("/oauth/callback?code=" + _code_from(location))
+    assert resp.status_code == 400
+    assert "Pipedrive did not accept the authorization" in resp.get_data(as_text=True)
+    assert len(_installations(app)) == 1
+
+
+def test_unreachable_pipedrive_stores_nothing(app, client, installer, sandbox, monkeypatch):
+    location = installer.consent()
+    pd_client = app.extensions["pd_client"]
+    monkeypatch.setattr(pd_client, "settings", replace(pd_client.settings, oauth_url="http://127.0.0.1:9"))
+    resp = installer.callback(location)
+    assert resp.status_code == 503
+    assert "not reachable" in resp.get_data(as_text=True)
+    assert _installations(app) == []
+
+
+@pytest.mark.parametrize(
+    "evil",
+    ["https://evil.example", "https://x.pipedrive.com.evil.example", "http://x.pipedrive.com",
+     "https://acme.pipedrive.com@evil.example", "https://evil.example/?https://x.pipedrive.com"],
+)
+def test_api_domain_outside_the_allow_list_is_refused_and_nothing_sent(app, installer, sandbox, network_guard,
+                                                                         evil):
+    sandbox.set_knobs(api_domain_override=evil)
+    resp = installer.callback(installer.consent())
+    assert resp.status_code == 400
+    assert "Installation refused" in resp.get_data(as_text=True)
+    assert sandbox.count("/api/v1/users/me") == 0
+    assert network_guard.blocked == []
+    assert _installations(app) == []
+
+
+def test_production_style_allow_list_accepts_pipedrive_subdomains_only():
+    from pd_app.pipedrive import DomainAllowList
+
+    allow = DomainAllowList(("https://*.pipedrive.com",))
+    assert allow.allows("https://acme.pipedrive.com")
+    assert allow.allows("https://acme.pipedrive.com/")
+    for url in ("https://pipedrive.com", "https://a.b.pipedrive.com", "http://acme.pipedrive.com",
+                "https://acme.pipedrive.com:8443", "https://acme.pipedrive.com/api", "https://acme.pipedrive.co",
+                "https://user@acme.pipedrive.com", "https://acme.pipedrive.com?x=1", "acme.pipedrive.com", "",
+                "https://acme.pipedrive.com.evil.example", "https://[::1]"):
+        assert not allow.allows(url), url
+
