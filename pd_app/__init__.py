@@ -13,7 +13,9 @@ from . import api, cli, db, errors, logs, metrics, oauth, ops, pipedrive, sandbo
 from .config import load_settings
 
 
-def create_app(overrides: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None) -> Flask:
+def create_app(
+    overrides: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None
+) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     settings = load_settings(os.environ if environ is None else environ, Path(app.instance_path), overrides)
     app.config.update(

@@ -23,20 +23,30 @@ def _validated(fn, *args):  # noqa: ANN001, ANN202
         return fn(*args)
     except goals.ValidationFailed as exc:
         problems = len(exc.details)
-        raise ApiError(400, "validation_failed",
-                       f"The request has {problems} problem{'s' if problems != 1 else ''}.",
-                       "Fix each entry of `details` and send it again.", details=exc.details) from None
+        raise ApiError(
+            400,
+            "validation_failed",
+            f"The request has {problems} problem{'s' if problems != 1 else ''}.",
+            "Fix each entry of `details` and send it again.",
+            details=exc.details,
+        ) from None
 
 
 def _json_body() -> object:
     """The request's JSON body; the media type must say JSON, and the body must parse."""
     if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "The body must be JSON.",
-                       "Send `Content-Type: application/json`.")
+        raise ApiError(
+            415, "unsupported_media_type", "The body must be JSON.", "Send `Content-Type: application/json`."
+        )
     body = request.get_json(silent=True)
     if body is None and request.get_data(cache=True).strip() not in (b"null",):
-        raise ApiError(400, "validation_failed", "The body is not valid JSON.", "Send a JSON object.",
-                       details=[{"field": "body", "message": "The body is not valid JSON.", "code": "invalid_json"}])
+        raise ApiError(
+            400,
+            "validation_failed",
+            "The body is not valid JSON.",
+            "Send a JSON object.",
+            details=[{"field": "body", "message": "The body is not valid JSON.", "code": "invalid_json"}],
+        )
     return body
 
 
@@ -60,8 +70,9 @@ def goal_results(goal_id: str):
     session, principal = _caller("read")
     goal_id = _validated(goals.validate_goal_id, goal_id)
     params = _validated(goals.validate_results, goal_id, request.args)
-    body, status = forward(session, principal, "results", "GET", f"/api/v1/goals/{goal_id}/results",
-                           params=params)
+    body, status = forward(
+        session, principal, "results", "GET", f"/api/v1/goals/{goal_id}/results", params=params
+    )
     return jsonify(body), status
 
 
@@ -94,27 +105,32 @@ def delete_goal(goal_id: str):
 def show_installation():
     session, principal = _caller("read")
     inst = installation_for(session, principal)
-    return jsonify({
-        "success": True,
-        "data": {
-            "company_id": inst.company_id,
-            "company_name": inst.company_name,
-            "company_domain": inst.company_domain,
-            "user_id": inst.user_id,
-            "user_name": inst.user_name,
-            "is_admin": inst.is_admin,
-            "status": inst.status,
-            "scopes": inst.scope_list,
-            "api_domain": inst.api_domain,
-            "access_token_expires_at": _iso(inst.access_token_expires_at),
-            "access_token_expires_in": expires_in_s(inst),
-            "installed_at": _iso(inst.installed_at),
-            "last_refreshed_at": _iso(inst.last_refreshed_at),
-            "rate_limit": inst.rate_limit,
-            "credential": {"kind": principal.kind, "scope": principal.scope, "user_bound": principal.user_id
-                           is not None},
-        },
-    })
+    return jsonify(
+        {
+            "success": True,
+            "data": {
+                "company_id": inst.company_id,
+                "company_name": inst.company_name,
+                "company_domain": inst.company_domain,
+                "user_id": inst.user_id,
+                "user_name": inst.user_name,
+                "is_admin": inst.is_admin,
+                "status": inst.status,
+                "scopes": inst.scope_list,
+                "api_domain": inst.api_domain,
+                "access_token_expires_at": _iso(inst.access_token_expires_at),
+                "access_token_expires_in": expires_in_s(inst),
+                "installed_at": _iso(inst.installed_at),
+                "last_refreshed_at": _iso(inst.last_refreshed_at),
+                "rate_limit": inst.rate_limit,
+                "credential": {
+                    "kind": principal.kind,
+                    "scope": principal.scope,
+                    "user_bound": principal.user_id is not None,
+                },
+            },
+        }
+    )
 
 
 def _iso(value) -> str | None:  # noqa: ANN001

@@ -42,13 +42,23 @@ def new_key() -> tuple[str, str]:
 
 
 def create_key(
-    session: Session, *, company_id: int, name: str, user_id: int | None = None, scope: str = "full",
+    session: Session,
+    *,
+    company_id: int,
+    name: str,
+    user_id: int | None = None,
+    scope: str = "full",
     origins: list[str] | None = None,
 ) -> tuple[PartnerKey, str]:
     key, prefix = new_key()
     row = PartnerKey(
-        prefix=prefix, key_hash=hash_key(key), name=name, company_id=company_id, user_id=user_id,
-        scope=scope, origins=list(origins or []),
+        prefix=prefix,
+        key_hash=hash_key(key),
+        name=name,
+        company_id=company_id,
+        user_id=user_id,
+        scope=scope,
+        origins=list(origins or []),
     )
     session.add(row)
     session.commit()
@@ -57,9 +67,11 @@ def create_key(
 
 def _unauthorized(message: str) -> ApiError:
     return ApiError(
-        401, "unauthorized", message,
-        "Send one credential: the header `x-api-token: <partner key>`, or `Authorization: Bearer <partner key "
-        "or Pipedrive custom UI JWT>`.",
+        401,
+        "unauthorized",
+        message,
+        "Send one credential: the header `x-api-token: <partner key>`, or "
+        "`Authorization: Bearer <partner key or Pipedrive custom UI JWT>`.",
     )
 
 
@@ -136,5 +148,9 @@ def authenticate(session: Session) -> Principal:
 
 def require_scope(principal: Principal, scope: str) -> None:
     if scope == "full" and principal.scope != "full":
-        raise ApiError(403, "forbidden", "This partner key may only read goals.",
-                       "Ask the app's operator for a key with scope `full`.")
+        raise ApiError(
+            403,
+            "forbidden",
+            "This partner key may only read goals.",
+            "Ask the app's operator for a key with scope `full`.",
+        )

@@ -24,32 +24,48 @@ def _when(value) -> str:  # noqa: ANN001
 
 @keys_cli.command("create")
 @click.option("--company-id", type=click.IntRange(min=1), required=True)
-@click.option("--user-id", type=click.IntRange(min=1), default=None, help="Bind the key to this user's installation.")
+@click.option(
+    "--user-id", type=click.IntRange(min=1), default=None, help="Bind the key to this user's installation."
+)
 @click.option("--name", required=True, help="Who the key is for.")
 @click.option("--scope", type=click.Choice(["read", "full"]), default="full", show_default=True)
-@click.option("--origin", "origins", multiple=True, help="Browser origin allowed to use the key (repeatable).")
-def create_key_command(company_id: int, user_id: int | None, name: str, scope: str, origins: tuple[str, ...]) -> None:
+@click.option(
+    "--origin", "origins", multiple=True, help="Browser origin allowed to use the key (repeatable)."
+)
+def create_key_command(
+    company_id: int, user_id: int | None, name: str, scope: str, origins: tuple[str, ...]
+) -> None:
     """Create a partner key; the key is printed once, alone on the last line."""
     name = name.strip()
     if not name or len(name) > 200:
         raise click.BadParameter("must be 1-200 characters", param_hint="--name")
-    row, key = create_key(get_session(), company_id=company_id, name=name, user_id=user_id, scope=scope,
-                          origins=list(origins))
-    audit("key_created", key_id=row.id, prefix=row.prefix, company_id=company_id, user_id=user_id, scope=scope)
-    click.echo(f"Created key {row.id} ({row.prefix}) for company {company_id}, scope {scope}. "
-               "Store it now: it is not shown again.", err=True)
+    row, key = create_key(
+        get_session(), company_id=company_id, name=name, user_id=user_id, scope=scope, origins=list(origins)
+    )
+    audit(
+        "key_created", key_id=row.id, prefix=row.prefix, company_id=company_id, user_id=user_id, scope=scope
+    )
+    click.echo(
+        f"Created key {row.id} ({row.prefix}) for company {company_id}, scope {scope}. "
+        "Store it now: it is not shown again.",
+        err=True,
+    )
     click.echo(key)
 
 
 @keys_cli.command("list")
 def list_keys_command() -> None:
     rows = get_session().scalars(select(PartnerKey).order_by(PartnerKey.id)).all()
-    click.echo(f"{'id':>4}  {'prefix':<14} {'company':>10} {'user':>10} {'scope':<5} {'created':<16} "
-               f"{'last used':<16} {'status':<8} name")
+    click.echo(
+        f"{'id':>4}  {'prefix':<14} {'company':>10} {'user':>10} {'scope':<5} {'created':<16} "
+        f"{'last used':<16} {'status':<8} name"
+    )
     for r in rows:
         status = "revoked" if r.revoked_at else "active"
-        click.echo(f"{r.id:>4}  {r.prefix:<14} {r.company_id:>10} {r.user_id or '-':>10} {r.scope:<5} "
-                   f"{_when(r.created_at):<16} {_when(r.last_used_at):<16} {status:<8} {r.name}")
+        click.echo(
+            f"{r.id:>4}  {r.prefix:<14} {r.company_id:>10} {r.user_id or '-':>10} {r.scope:<5} "
+            f"{_when(r.created_at):<16} {_when(r.last_used_at):<16} {status:<8} {r.name}"
+        )
 
 
 @keys_cli.command("revoke")
@@ -68,15 +84,21 @@ def revoke_key_command(key_id: int) -> None:
 
 @installations_cli.command("list")
 def list_installations_command() -> None:
-    rows = get_session().scalars(
-        select(Installation).order_by(Installation.company_id, Installation.user_id)
-    ).all()
-    click.echo(f"{'company':>10} {'user':>10} {'status':<16} {'admin':<5} {'token expires':<16} "
-               f"{'last refresh':<16} {'scopes':<20} company name / user")
+    rows = (
+        get_session()
+        .scalars(select(Installation).order_by(Installation.company_id, Installation.user_id))
+        .all()
+    )
+    click.echo(
+        f"{'company':>10} {'user':>10} {'status':<16} {'admin':<5} {'token expires':<16} "
+        f"{'last refresh':<16} {'scopes':<20} company name / user"
+    )
     for r in rows:
-        click.echo(f"{r.company_id:>10} {r.user_id:>10} {r.status:<16} {'yes' if r.is_admin else 'no':<5} "
-                   f"{_when(r.access_token_expires_at):<16} {_when(r.last_refreshed_at):<16} "
-                   f"{r.scopes:<20} {r.company_name or '-'} / {r.user_name or '-'}")
+        click.echo(
+            f"{r.company_id:>10} {r.user_id:>10} {r.status:<16} {'yes' if r.is_admin else 'no':<5} "
+            f"{_when(r.access_token_expires_at):<16} {_when(r.last_refreshed_at):<16} "
+            f"{r.scopes:<20} {r.company_name or '-'} / {r.user_name or '-'}"
+        )
 
 
 @db_cli.command("upgrade")

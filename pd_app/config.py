@@ -172,8 +172,8 @@ def check_settings(settings: Settings) -> None:
         except ValueError:
             raise ConfigError(
                 "TOKEN_ENCRYPTION_KEYS holds a value that is not a Fernet key "
-                "(32 url-safe base64-encoded bytes; make one with "
-                "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)."
+                "(32 url-safe base64-encoded bytes; make one with `python -c "
+                "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)."
             ) from None
     if not settings.production:
         return
@@ -187,7 +187,9 @@ def check_settings(settings: Settings) -> None:
         if not value:
             problems.append(f"{name} is required when PD_APP_ENV=production.")
     if settings.sandbox:
-        problems.append("PD_SANDBOX=1 is refused in production: the sandbox is for development and tests only.")
+        problems.append(
+            "PD_SANDBOX=1 is refused in production: the sandbox is for development and tests only."
+        )
     for pattern in settings.api_domains:
         parts = urlsplit(pattern)
         if parts.scheme != "https":

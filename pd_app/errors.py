@@ -47,8 +47,14 @@ class ApiError(Exception):
 class PageError(Exception):
     """An error for a person in a browser (install flow): a page with what happened and what to do."""
 
-    def __init__(self, status: int, title: str, message: str, action_url: str | None = None,
-                 action_label: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        message: str,
+        action_url: str | None = None,
+        action_label: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.title = title
@@ -76,11 +82,13 @@ def _wants_json() -> bool:
     return request.path.startswith("/api/") or request.path == "/api"
 
 
-def _page(status: int, title: str, message: str, action_url: str | None = None,
-          action_label: str | None = None):  # noqa: ANN202
+def _page(
+    status: int, title: str, message: str, action_url: str | None = None, action_label: str | None = None
+):  # noqa: ANN202
     return (
-        render_template("error.html", title=title, message=message, action_url=action_url,
-                        action_label=action_label),
+        render_template(
+            "error.html", title=title, message=message, action_url=action_url, action_label=action_label
+        ),
         status,
     )
 
@@ -105,7 +113,9 @@ def handle_unexpected(exc: Exception):  # noqa: ANN201
     log.exception("unhandled error on %s %s", request.method, request.path)
     message = "Something went wrong on our side. It has been logged."
     if _wants_json():
-        return envelope(ApiError(500, "internal_error", message, "Try again; if it persists, contact the app's support."))
+        return envelope(
+            ApiError(500, "internal_error", message, "Try again; if it persists, contact the app's support.")
+        )
     return _page(500, "Something went wrong", message)
 
 

@@ -12,17 +12,28 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "pd_app_http_requests_total", "HTTP requests served", ["endpoint", "method", "status"],
+            "pd_app_http_requests_total",
+            "HTTP requests served",
+            ["endpoint", "method", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "pd_app_http_request_seconds", "Time to serve a request", ["endpoint"], registry=self.registry,
+            "pd_app_http_request_seconds",
+            "Time to serve a request",
+            ["endpoint"],
+            registry=self.registry,
         )
         self.upstream_calls = Counter(
-            "pd_app_upstream_calls_total", "Calls to Pipedrive's API", ["op", "outcome"], registry=self.registry,
+            "pd_app_upstream_calls_total",
+            "Calls to Pipedrive's API",
+            ["op", "outcome"],
+            registry=self.registry,
         )
         self.upstream_latency = Histogram(
-            "pd_app_upstream_seconds", "Time Pipedrive took to answer", ["op"], registry=self.registry,
+            "pd_app_upstream_seconds",
+            "Time Pipedrive took to answer",
+            ["op"],
+            registry=self.registry,
         )
 
 

@@ -43,9 +43,7 @@ class Installation(Base):
     __tablename__ = "installations"
     __table_args__ = (
         UniqueConstraint("company_id", "user_id", name="uq_installations_company_user"),
-        CheckConstraint(
-            "status IN ('active', 'reauth_required', 'uninstalled')", name="status"
-        ),
+        CheckConstraint("status IN ('active', 'reauth_required', 'uninstalled')", name="status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -103,4 +101,3 @@ class OAuthState(Base):
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-

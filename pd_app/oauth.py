@@ -13,7 +13,13 @@ from .db import get_session
 from .errors import PageError
 from .logs import audit
 from .models import Installation, OAuthState
-from .pipedrive import DomainNotAllowed, TokenEndpointError, TokenEndpointUnavailable, UpstreamUnreachable, client
+from .pipedrive import (
+    DomainNotAllowed,
+    TokenEndpointError,
+    TokenEndpointUnavailable,
+    UpstreamUnreachable,
+    client,
+)
 from .tokens import Identity, save_grant
 
 bp = Blueprint("oauth", __name__)
@@ -81,36 +87,44 @@ def _finish_install(code: str) -> Installation:
         token = client().exchange_code(code)
     except TokenEndpointError as exc:
         audit("install_failed", reason=exc.error)
-        raise _restart("Pipedrive did not accept the authorization",
-                       "The authorization code has expired or was already used.") from None
+        raise _restart(
+            "Pipedrive did not accept the authorization",
+            "The authorization code has expired or was already used.",
+        ) from None
     except TokenEndpointUnavailable:
         audit("install_failed", reason="token_endpoint_unavailable")
-        raise _restart("Pipedrive is not reachable right now",
-                       "Nothing was stored. Please try again in a minute.", 503) from None
+        raise _restart(
+            "Pipedrive is not reachable right now", "Nothing was stored. Please try again in a minute.", 503
+        ) from None
     api_domain = token.get("api_domain")
-    if not all(isinstance(token.get(k), str) and token.get(k) for k in ("access_token", "refresh_token")) \
-            or not isinstance(api_domain, str):
+    if not all(
+        isinstance(token.get(k), str) and token.get(k) for k in ("access_token", "refresh_token")
+    ) or not isinstance(api_domain, str):
         audit("install_failed", reason="incomplete_token_response")
         raise _restart("Pipedrive's answer was incomplete", "Nothing was stored. Please try again.", 502)
     try:
         client().check_domain(api_domain)
     except DomainNotAllowed:
         audit("install_refused", reason="api_domain_not_allowed", api_domain=api_domain[:200])
-        raise PageError(400, "Installation refused",
-                        "Pipedrive's answer named an address this app does not trust. Nothing was stored.") \
-            from None
+        raise PageError(
+            400,
+            "Installation refused",
+            "Pipedrive's answer named an address this app does not trust. Nothing was stored.",
+        ) from None
     try:
         me = client().call("GET", api_domain, "/api/v1/users/me", token["access_token"])
     except UpstreamUnreachable:
-        raise _restart("Pipedrive is not reachable right now",
-                       "Nothing was stored. Please try again in a minute.", 503) from None
+        raise _restart(
+            "Pipedrive is not reachable right now", "Nothing was stored. Please try again in a minute.", 503
+        ) from None
     data = me.body.get("data") if me.status == 200 and isinstance(me.body, dict) else None
     try:
         identity = Identity.from_users_me(data)  # type: ignore[arg-type]
     except (TypeError, KeyError, ValueError):
         audit("install_failed", reason="users_me", status=me.status)
-        raise _restart("Pipedrive did not tell who you are",
-                       "Nothing was stored. Please try again.", 502) from None
+        raise _restart(
+            "Pipedrive did not tell who you are", "Nothing was stored. Please try again.", 502
+        ) from None
     inst = save_grant(get_session(), identity, token)
     audit("installed", company_id=inst.company_id, user_id=inst.user_id, scopes=inst.scopes)
     return inst
@@ -120,14 +134,21 @@ def _finish_install(code: str) -> Installation:
 def callback():
     error = request.args.get("error")
     if error is not None:
-        raise PageError(400, "Installation cancelled",
-                        "The app was not installed (Pipedrive said: "
-                        f"{error[:100]}). You can start again whenever you like.",
-                        url_for("oauth.install"), "Install the app")
+        raise PageError(
+            400,
+            "Installation cancelled",
+            "The app was not installed (Pipedrive said: "
+            f"{error[:100]}). You can start again whenever you like.",
+            url_for("oauth.install"),
+            "Install the app",
+        )
     code = request.args.get("code", "")
     if not code or len(code) > 2048:
-        raise _restart("Nothing to install", "This address is where Pipedrive sends you after you approve "
-                       "the app; it came without an authorization code.")
+        raise _restart(
+            "Nothing to install",
+            "This address is where Pipedrive sends you after you approve "
+            "the app; it came without an authorization code.",
+        )
     state = request.args.get("state")
     if state is not None:
         _consume_state(state)

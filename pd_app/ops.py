@@ -24,9 +24,13 @@ def readyz():
             conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
         current, heads = migrate.current_revisions(db.engine()), migrate.heads()
-        checks["migrations"] = "ok" if current == heads else (
-            f"at {','.join(sorted(current)) or 'base'}, head is {','.join(sorted(heads))}: "
-            "run `flask --app app db upgrade`"
+        checks["migrations"] = (
+            "ok"
+            if current == heads
+            else (
+                f"at {','.join(sorted(current)) or 'base'}, head is {','.join(sorted(heads))}: "
+                "run `flask --app app db upgrade`"
+            )
         )
     except SQLAlchemyError as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"

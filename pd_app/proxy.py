@@ -63,14 +63,22 @@ def installation_for(session: Session, principal: Principal) -> Installation:
 
 def not_installed() -> ApiError:
     url = current_app.config["SETTINGS"].public_url + "/oauth/install"
-    return ApiError(409, "not_installed", "The app is not installed for this Pipedrive user or company.",
-                    f"A Pipedrive user of the company must install the app: {url}")
+    return ApiError(
+        409,
+        "not_installed",
+        "The app is not installed for this Pipedrive user or company.",
+        f"A Pipedrive user of the company must install the app: {url}",
+    )
 
 
 def reauth_required() -> ApiError:
     url = current_app.config["SETTINGS"].public_url + "/oauth/install"
-    return ApiError(401, "reauth_required", "Pipedrive no longer accepts this installation's authorization.",
-                    f"The user must install the app again: {url}")
+    return ApiError(
+        401,
+        "reauth_required",
+        "Pipedrive no longer accepts this installation's authorization.",
+        f"The user must install the app again: {url}",
+    )
 
 
 def _token(session: Session, inst: Installation, *, forced_from: int | None = None) -> str:
@@ -83,12 +91,21 @@ def _token(session: Session, inst: Installation, *, forced_from: int | None = No
     except ReauthRequired:
         raise reauth_required() from None
     except TokenServiceUnavailable:
-        raise ApiError(503, "upstream_unavailable", "Pipedrive's sign-in service is not answering right now.",
-                       "Retry later; the installation is kept.", retry_after=TOKEN_RETRY_AFTER_S) from None
+        raise ApiError(
+            503,
+            "upstream_unavailable",
+            "Pipedrive's sign-in service is not answering right now.",
+            "Retry later; the installation is kept.",
+            retry_after=TOKEN_RETRY_AFTER_S,
+        ) from None
     except TokenDecryptError:
         log.error("stored token does not decrypt", extra={"fields": {"installation_id": inst.id}})
-        raise ApiError(500, "internal_error", "This installation's credentials cannot be read.",
-                       "The operator must check TOKEN_ENCRYPTION_KEYS.") from None
+        raise ApiError(
+            500,
+            "internal_error",
+            "This installation's credentials cannot be read.",
+            "The operator must check TOKEN_ENCRYPTION_KEYS.",
+        ) from None
 
 
 def forward(
@@ -114,30 +131,53 @@ def forward(
     record_rate_limit(session, inst, resp.rate_limit)
     if 200 <= resp.status < 300:
         if not isinstance(resp.body, dict):
-            raise ApiError(502, "upstream_error", "Pipedrive answered with a body that is not JSON.",
-                           "Retry later.")
+            raise ApiError(
+                502, "upstream_error", "Pipedrive answered with a body that is not JSON.", "Retry later."
+            )
         return resp.body, resp.status
     raise _map_error(resp, method)
 
 
-def _send(op: str, method: str, inst: Installation, path: str, token: str,
-          params: list[tuple[str, str]] | None, json: Any) -> UpstreamResponse:
+def _send(
+    op: str,
+    method: str,
+    inst: Installation,
+    path: str,
+    token: str,
+    params: list[tuple[str, str]] | None,
+    json: Any,
+) -> UpstreamResponse:
     started = time.perf_counter()
     try:
         resp = client().call(method, inst.api_domain, path, token, params=params, json=json)
     except DomainNotAllowed:
-        log.error("stored api_domain is outside the allow-list",
-                  extra={"fields": {"installation_id": inst.id, "company_id": inst.company_id}})
+        log.error(
+            "stored api_domain is outside the allow-list",
+            extra={"fields": {"installation_id": inst.id, "company_id": inst.company_id}},
+        )
         metrics.upstream(op, "refused", time.perf_counter() - started)
-        raise ApiError(502, "upstream_error", "This installation's Pipedrive address is not allowed.",
-                       "The operator must check PIPEDRIVE_API_DOMAINS.") from None
+        raise ApiError(
+            502,
+            "upstream_error",
+            "This installation's Pipedrive address is not allowed.",
+            "The operator must check PIPEDRIVE_API_DOMAINS.",
+        ) from None
     except UpstreamUnreachable as exc:
         metrics.upstream(op, "unreachable", time.perf_counter() - started)
         if method != "GET" and exc.sent:
-            raise ApiError(504, "outcome_unknown", "Pipedrive did not answer in time; the change may or may "
-                           "not have been made.", "Check with GET /api/v1/goals/find before retrying.") from None
-        raise ApiError(503, "upstream_unavailable", "Pipedrive is not reachable right now.",
-                       "Retry later.", retry_after=UPSTREAM_RETRY_AFTER_S) from None
+            raise ApiError(
+                504,
+                "outcome_unknown",
+                "Pipedrive did not answer in time; the change may or may not have been made.",
+                "Check with GET /api/v1/goals/find before retrying.",
+            ) from None
+        raise ApiError(
+            503,
+            "upstream_unavailable",
+            "Pipedrive is not reachable right now.",
+            "Retry later.",
+            retry_after=UPSTREAM_RETRY_AFTER_S,
+        ) from None
     metrics.upstream(op, str(resp.status), time.perf_counter() - started)
     return resp
 
@@ -152,26 +192,55 @@ def _map_error(resp: UpstreamResponse, method: str) -> ApiError:
     status = resp.status
     if status == 400:
         message = _upstream_message(resp, "Pipedrive refused the request.")
-        return ApiError(400, "validation_failed", message, "Pipedrive refused the request; see details.",
-                        details=[{"field": "", "message": message, "code": "upstream_rejected"}])
+        return ApiError(
+            400,
+            "validation_failed",
+            message,
+            "Pipedrive refused the request; see details.",
+            details=[{"field": "", "message": message, "code": "upstream_rejected"}],
+        )
     if status == 401:
         return reauth_required()
     if status == 402:
-        return ApiError(402, "forbidden", "The company's Pipedrive account is not active.",
-                        "The company must settle its Pipedrive subscription.")
+        return ApiError(
+            402,
+            "forbidden",
+            "The company's Pipedrive account is not active.",
+            "The company must settle its Pipedrive subscription.",
+        )
     if status == 403:
-        return ApiError(403, "forbidden", _upstream_message(resp, "Pipedrive refused access."),
-                        "The installation may lack the goals scope: reinstall the app to grant it.")
+        return ApiError(
+            403,
+            "forbidden",
+            _upstream_message(resp, "Pipedrive refused access."),
+            "The installation may lack the goals scope: reinstall the app to grant it.",
+        )
     if status == 404:
-        return ApiError(404, "not_found", "No such goal in this company.", "Find goal ids with /api/v1/goals/find.")
+        return ApiError(
+            404, "not_found", "No such goal in this company.", "Find goal ids with /api/v1/goals/find."
+        )
     if status == 429:
         retry = resp.retry_after or resp.rate_limit.get("ratelimit-reset") or 2
-        return ApiError(429, "rate_limited", "Pipedrive's rate limit for this company was reached.",
-                        "Retry after the number of seconds in Retry-After.", retry_after=retry)
+        return ApiError(
+            429,
+            "rate_limited",
+            "Pipedrive's rate limit for this company was reached.",
+            "Retry after the number of seconds in Retry-After.",
+            retry_after=retry,
+        )
     if status == 503:
-        return ApiError(503, "upstream_unavailable", "Pipedrive is unavailable (maintenance).", "Retry later.",
-                        retry_after=resp.retry_after or UPSTREAM_RETRY_AFTER_S)
+        return ApiError(
+            503,
+            "upstream_unavailable",
+            "Pipedrive is unavailable (maintenance).",
+            "Retry later.",
+            retry_after=resp.retry_after or UPSTREAM_RETRY_AFTER_S,
+        )
     if status >= 500 and method != "GET":
-        return ApiError(502, "outcome_unknown", f"Pipedrive failed ({status}); the change may or may not have "
-                        "been made.", "Check with GET /api/v1/goals/find before retrying.")
+        return ApiError(
+            502,
+            "outcome_unknown",
+            f"Pipedrive failed ({status}); the change may or may not have been made.",
+            "Check with GET /api/v1/goals/find before retrying.",
+        )
     return ApiError(502, "upstream_error", f"Pipedrive answered {status}.", "Retry later.")

@@ -22,7 +22,6 @@ from .logs import audit
 from .models import Installation, utcnow
 from .pipedrive import DomainNotAllowed, TokenEndpointError, TokenEndpointUnavailable, client
 
-
 RATE_LIMIT_WRITE_EVERY_S = 10
 
 
@@ -94,9 +93,7 @@ class Identity:
     @classmethod
     def from_users_me(cls, data: dict) -> Identity:
         access = data.get("access") or []
-        is_admin = bool(data.get("is_admin")) or any(
-            isinstance(a, dict) and a.get("admin") for a in access
-        )
+        is_admin = bool(data.get("is_admin")) or any(isinstance(a, dict) and a.get("admin") for a in access)
         return cls(
             company_id=int(data["company_id"]),
             user_id=int(data["id"]),
@@ -118,7 +115,9 @@ def _apply_token_response(inst: Installation, token: dict) -> None:
         inst.refresh_token_enc = c.encrypt(inst, "refresh_token", str(token["refresh_token"]))
     inst.access_token_expires_at = now + timedelta(seconds=int(token.get("expires_in") or 3599))
     if token.get("scope"):
-        inst.scopes = ",".join(s.strip() for s in str(token["scope"]).replace(" ", ",").split(",") if s.strip())
+        inst.scopes = ",".join(
+            s.strip() for s in str(token["scope"]).replace(" ", ",").split(",") if s.strip()
+        )
     inst.refresh_token_used_at = now
 
 
@@ -211,7 +210,9 @@ def refresh(session: Session, inst: Installation, *, seen_version: int, force: b
             raise TokenServiceUnavailable(str(exc)) from None
         except (DomainNotAllowed, KeyError):
             audit("refresh_refused", company_id=row.company_id, user_id=row.user_id, reason="api_domain")
-            raise TokenServiceUnavailable("token response with an api_domain outside the allow-list") from None
+            raise TokenServiceUnavailable(
+                "token response with an api_domain outside the allow-list"
+            ) from None
         _apply_token_response(row, response)
         row.last_refreshed_at = utcnow()
         # The mapper's version_id_col makes this UPDATE carry `WHERE version = <read under the lock>`.

@@ -17,8 +17,10 @@ def init_app(app: Flask) -> None:
 
 
 def add_security_headers(response):  # noqa: ANN001, ANN201
-    response.headers.setdefault("Content-Security-Policy",
-                                "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    )
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response

@@ -205,7 +205,8 @@ class Installer:
         self.http = requests.Session()
 
     def consent(self, user_id: int = 2001, allow: bool = True) -> str:
-        """Start at /oauth/install, answer the sandbox's consent page; the callback URL Pipedrive sends back."""
+        """Start at /oauth/install and answer the sandbox's consent page; returns where Pipedrive sends the
+        browser back to."""
         start = self.client.get("/oauth/install")
         assert start.status_code == 302, start.data
         authorize_url = start.headers["Location"]
@@ -224,13 +225,15 @@ class Installer:
         }
         if "state" in query:
             form["state"] = query["state"]
-        resp = self.http.post(self.sandbox_url + "/oauth/authorize", data=form, allow_redirects=False, timeout=5)
+        resp = self.http.post(
+            self.sandbox_url + "/oauth/authorize", data=form, allow_redirects=False, timeout=5
+        )
         assert resp.status_code == 302, resp.text
         return resp.headers["Location"]
 
     def callback(self, location: str):  # noqa: ANN201
         assert location.startswith(PUBLIC_URL + "/oauth/callback")
-        return self.client.get(location[len(PUBLIC_URL):])
+        return self.client.get(location[len(PUBLIC_URL) :])
 
     def install(self, user_id: int = 2001):  # noqa: ANN201
         resp = self.callback(self.consent(user_id))

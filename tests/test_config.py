@@ -44,7 +44,10 @@ def test_sandbox_points_oauth_and_api_at_the_mounted_sandbox(tmp_path):
 
 def test_jwt_secret_defaults_to_client_secret_and_can_be_set(tmp_path):
     assert load_settings({"PIPEDRIVE_CLIENT_SECRET": "cs"}, tmp_path).jwt_secret == "cs"
-    assert load_settings({"PIPEDRIVE_CLIENT_SECRET": "cs", "PIPEDRIVE_JWT_SECRET": "j"}, tmp_path).jwt_secret == "j"
+    assert (
+        load_settings({"PIPEDRIVE_CLIENT_SECRET": "cs", "PIPEDRIVE_JWT_SECRET": "j"}, tmp_path).jwt_secret
+        == "j"
+    )
 
 
 @pytest.mark.parametrize(
@@ -66,8 +69,9 @@ def test_production_with_everything_set_starts(tmp_path):
     assert not (tmp_path / "dev-secrets.json").exists()
 
 
-@pytest.mark.parametrize("missing", ["SECRET_KEY", "TOKEN_ENCRYPTION_KEYS", "PIPEDRIVE_CLIENT_ID",
-                                     "PIPEDRIVE_CLIENT_SECRET"])
+@pytest.mark.parametrize(
+    "missing", ["SECRET_KEY", "TOKEN_ENCRYPTION_KEYS", "PIPEDRIVE_CLIENT_ID", "PIPEDRIVE_CLIENT_SECRET"]
+)
 def test_production_refuses_a_missing_secret(tmp_path, missing):
     environ = {k: v for k, v in PRODUCTION.items() if k != missing}
     with pytest.raises(ConfigError, match=f"{missing} is required"):
@@ -100,8 +104,13 @@ def test_production_lists_every_problem_at_once(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_settings({"PD_APP_ENV": "production", "PD_SANDBOX": "1"}, tmp_path)
     message = str(info.value)
-    for name in ("SECRET_KEY", "TOKEN_ENCRYPTION_KEYS", "PIPEDRIVE_CLIENT_ID", "PIPEDRIVE_CLIENT_SECRET",
-                 "PD_SANDBOX"):
+    for name in (
+        "SECRET_KEY",
+        "TOKEN_ENCRYPTION_KEYS",
+        "PIPEDRIVE_CLIENT_ID",
+        "PIPEDRIVE_CLIENT_SECRET",
+        "PD_SANDBOX",
+    ):
         assert name in message
 
 
@@ -126,7 +135,11 @@ def test_app_py_exits_with_the_message_in_production(tmp_path):
 
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
-        [sys.executable, "-c", "import app"], cwd=root, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", "import app"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PD_APP_ENV": "production", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode != 0

@@ -145,11 +145,17 @@ def test_unreachable_pipedrive_stores_nothing(app, client, installer, sandbox, m
 
 @pytest.mark.parametrize(
     "evil",
-    ["https://evil.example", "https://x.pipedrive.com.evil.example", "http://x.pipedrive.com",
-     "https://acme.pipedrive.com@evil.example", "https://evil.example/?https://x.pipedrive.com"],
+    [
+        "https://evil.example",
+        "https://x.pipedrive.com.evil.example",
+        "http://x.pipedrive.com",
+        "https://acme.pipedrive.com@evil.example",
+        "https://evil.example/?https://x.pipedrive.com",
+    ],
 )
-def test_api_domain_outside_the_allow_list_is_refused_and_nothing_sent(app, installer, sandbox, network_guard,
-                                                                         evil):
+def test_api_domain_outside_the_allow_list_is_refused_and_nothing_sent(
+    app, installer, sandbox, network_guard, evil
+):
     sandbox.set_knobs(api_domain_override=evil)
     resp = installer.callback(installer.consent())
     assert resp.status_code == 400
@@ -165,9 +171,18 @@ def test_production_style_allow_list_accepts_pipedrive_subdomains_only():
     allow = DomainAllowList(("https://*.pipedrive.com",))
     assert allow.allows("https://acme.pipedrive.com")
     assert allow.allows("https://acme.pipedrive.com/")
-    for url in ("https://pipedrive.com", "https://a.b.pipedrive.com", "http://acme.pipedrive.com",
-                "https://acme.pipedrive.com:8443", "https://acme.pipedrive.com/api", "https://acme.pipedrive.co",
-                "https://user@acme.pipedrive.com", "https://acme.pipedrive.com?x=1", "acme.pipedrive.com", "",
-                "https://acme.pipedrive.com.evil.example", "https://[::1]"):
+    for url in (
+        "https://pipedrive.com",
+        "https://a.b.pipedrive.com",
+        "http://acme.pipedrive.com",
+        "https://acme.pipedrive.com:8443",
+        "https://acme.pipedrive.com/api",
+        "https://acme.pipedrive.co",
+        "https://user@acme.pipedrive.com",
+        "https://acme.pipedrive.com?x=1",
+        "acme.pipedrive.com",
+        "",
+        "https://acme.pipedrive.com.evil.example",
+        "https://[::1]",
+    ):
         assert not allow.allows(url), url
-

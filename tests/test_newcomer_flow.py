@@ -46,8 +46,12 @@ def demo(clean_db):  # noqa: ANN001, ANN201
 def _cli(environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **environ}
     return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=60,
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -71,8 +75,9 @@ def test_newcomer_flow_end_to_end(demo):
     assert "Allow and install" in consent.text and "Cancel" in consent.text and "goals:full" in consent.text
 
     # 4. Allow: back on the app, installed, and the final URL carries no code or state.
-    answer = http.post(base + "/sandbox/oauth/authorize", data={**query, "user_id": "2001", "action": "allow"},
-                       timeout=10)
+    answer = http.post(
+        base + "/sandbox/oauth/authorize", data={**query, "user_id": "2001", "action": "allow"}, timeout=10
+    )
     assert answer.status_code == 200
     final = urlsplit(answer.url)
     assert final.path == "/installed"
@@ -114,7 +119,10 @@ def test_newcomer_flow_end_to_end(demo):
     again = http.get(base + "/api/v1/goals/find", headers=h, timeout=10).json()["data"]["goals"]
     assert {g["id"] for g in again} == before | {goal["id"]}
 
-    period = {"period.start": today.replace(day=1).isoformat(), "period.end": (today + timedelta(days=1)).isoformat()}
+    period = {
+        "period.start": today.replace(day=1).isoformat(),
+        "period.end": (today + timedelta(days=1)).isoformat(),
+    }
     results = http.get(f"{base}/api/v1/goals/{goal['id']}/results", params=period, headers=h, timeout=10)
     assert results.status_code == 200, results.text
     data = results.json()["data"]

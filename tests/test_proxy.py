@@ -58,16 +58,38 @@ BAD_REQUESTS = [
     ("GET", "/api/v1/goals/find", {"is_active": "maybe"}, None, "is_active"),
     ("GET", "/api/v1/goals/find", {"period.start": TODAY}, None, "period.end"),
     ("GET", "/api/v1/goals/find", {"period.end": TODAY}, None, "period.start"),
-    ("GET", "/api/v1/goals/find", {"period.start": "2025-02-30", "period.end": "2025-03-01"}, None, "period.start"),
+    (
+        "GET",
+        "/api/v1/goals/find",
+        {"period.start": "2025-02-30", "period.end": "2025-03-01"},
+        None,
+        "period.start",
+    ),
     ("GET", "/api/v1/goals/find", {"period.start": "2025-03-02", "period.end": "2025-03-01"}, None, "period"),
-    ("GET", "/api/v1/goals/find", {"expected_outcome.tracking_metric": "count"}, None,
-     "expected_outcome.tracking_metric"),
+    (
+        "GET",
+        "/api/v1/goals/find",
+        {"expected_outcome.tracking_metric": "count"},
+        None,
+        "expected_outcome.tracking_metric",
+    ),
     ("GET", "/api/v1/goals/find", {"type.params.pipeline_id": "one"}, None, "type.params.pipeline_id"),
     ("GET", "/api/v1/goals/find", {"company_id": "1002"}, None, "company_id"),
     ("GET", "/api/v1/goals/abc/results", {}, None, "period.start"),
-    ("GET", "/api/v1/goals/abc/results", {"period.start": "01-01-2025", "period.end": "2025-01-31"}, None,
-     "period.start"),
-    ("GET", "/api/v1/goals/abc/results", {"period.start": "2025-02-01", "period.end": "2025-01-31"}, None, "period"),
+    (
+        "GET",
+        "/api/v1/goals/abc/results",
+        {"period.start": "01-01-2025", "period.end": "2025-01-31"},
+        None,
+        "period.start",
+    ),
+    (
+        "GET",
+        "/api/v1/goals/abc/results",
+        {"period.start": "2025-02-01", "period.end": "2025-01-31"},
+        None,
+        "period",
+    ),
     ("GET", "/api/v1/goals/a%20b/results", {"period.start": TODAY, "period.end": TODAY}, None, "id"),
     ("POST", "/api/v1/goals", {}, {}, "assignee"),
     ("POST", "/api/v1/goals", {}, [], "body"),
@@ -81,29 +103,62 @@ BAD_REQUESTS = [
     ("POST", "/api/v1/goals", {}, with_(assignee__type="robot"), "assignee.type"),
     ("POST", "/api/v1/goals", {}, with_(assignee__id=True), "assignee.id"),
     ("POST", "/api/v1/goals", {}, with_(assignee__id=-3), "assignee.id"),
-    ("POST", "/api/v1/goals", {}, with_(expected_outcome__tracking_metric="count"), "expected_outcome.tracking_metric"),
-    ("POST", "/api/v1/goals", {}, with_(expected_outcome__tracking_metric="quantity"), "expected_outcome.currency_id"),
+    (
+        "POST",
+        "/api/v1/goals",
+        {},
+        with_(expected_outcome__tracking_metric="count"),
+        "expected_outcome.tracking_metric",
+    ),
+    (
+        "POST",
+        "/api/v1/goals",
+        {},
+        with_(expected_outcome__tracking_metric="quantity"),
+        "expected_outcome.currency_id",
+    ),
     ("POST", "/api/v1/goals", {}, with_(expected_outcome__target="lots"), "expected_outcome.target"),
     ("POST", "/api/v1/goals", {}, with_(type__params={"stage_id": 3}), "type.params.stage_id"),
-    ("POST", "/api/v1/goals", {}, with_(type__params={"activity_type_id": [1]}), "type.params.activity_type_id"),
+    (
+        "POST",
+        "/api/v1/goals",
+        {},
+        with_(type__params={"activity_type_id": [1]}),
+        "type.params.activity_type_id",
+    ),
     ("POST", "/api/v1/goals", {}, with_(type__params={"pipeline_id": ["a"]}), "type.params.pipeline_id"),
     ("POST", "/api/v1/goals", {}, with_(type__params={"pipeline_id": 5}), "type.params.pipeline_id"),
     ("POST", "/api/v1/goals", {}, with_(duration__start="2025/01/01"), "duration.start"),
-    ("POST", "/api/v1/goals", {}, with_(duration={"start": "2025-02-01", "end": "2025-01-01"}), "duration.end"),
+    (
+        "POST",
+        "/api/v1/goals",
+        {},
+        with_(duration={"start": "2025-02-01", "end": "2025-01-01"}),
+        "duration.end",
+    ),
     ("POST", "/api/v1/goals", {}, with_(colour="red"), "colour"),
     ("PUT", "/api/v1/goals/abc", {}, {}, "body"),
     ("PUT", "/api/v1/goals/abc", {}, {"interval": "hourly"}, "interval"),
-    ("PUT", "/api/v1/goals/abc", {}, {"expected_outcome": {"target": 5, "tracking_metric": "quantity",
-                                                          "currency_id": 2}}, "expected_outcome.currency_id"),
+    (
+        "PUT",
+        "/api/v1/goals/abc",
+        {},
+        {"expected_outcome": {"target": 5, "tracking_metric": "quantity", "currency_id": 2}},
+        "expected_outcome.currency_id",
+    ),
     ("PUT", "/api/v1/goals/abc", {}, "a string", "body"),
     ("DELETE", "/api/v1/goals/" + "x" * 65, {}, None, "id"),
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "query", "body", "field"), BAD_REQUESTS,
-                         ids=[f"{m} {f}" for m, _, _, _, f in BAD_REQUESTS])
-def test_bad_request_is_refused_with_details_and_no_upstream_call(client, key, sandbox, method, path, query, body,
-                                                                  field):
+@pytest.mark.parametrize(
+    ("method", "path", "query", "body", "field"),
+    BAD_REQUESTS,
+    ids=[f"{m} {f}" for m, _, _, _, f in BAD_REQUESTS],
+)
+def test_bad_request_is_refused_with_details_and_no_upstream_call(
+    client, key, sandbox, method, path, query, body, field
+):
     kwargs = {"headers": {"x-api-token": key}, "query_string": query}
     if body is not None:
         kwargs["json"] = body
@@ -197,8 +252,9 @@ def test_the_credential_alone_decides_the_company(client, installer, make_key, s
     installer.install(user_id=2001)
     installer.install(user_id=2101)  # Globex's admin
     acme_key = make_key(company_id=1001)
-    acme = client.get("/api/v1/goals/find", headers={"x-api-token": acme_key},
-                      query_string={"assignee.type": "company"})
+    acme = client.get(
+        "/api/v1/goals/find", headers={"x-api-token": acme_key}, query_string={"assignee.type": "company"}
+    )
     assert acme.status_code == 200
     # Query parameters cannot pick another company; unknown ones are refused outright.
     sneaky = client.get("/api/v1/goals/find?companyId=1002", headers={"x-api-token": acme_key})

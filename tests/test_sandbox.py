@@ -18,7 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server
+from werkzeug.test import Client
 
 from pd_app.sandbox import SandboxSettings, SandboxState, create_sandbox_app, fingerprint
 
@@ -92,6 +94,11 @@ NEW_GOAL: dict[str, Any] = {
 }
 
 
+def placeholder_app(environ: Any, start_response: Any) -> list[bytes]:
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"not the sandbox"]
+
+
 @dataclass
 class Sandbox:
     url: str
@@ -100,10 +107,8 @@ class Sandbox:
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
-    def placeholder(environ: Any, start_response: Any) -> list[bytes]:  # replaced before serving
-        raise AssertionError("not serving yet")
-
-    server = make_server("127.0.0.1", 0, placeholder, threaded=True)
+    # Bind first: the sandbox must know its own URL (its api_domain) before it is created.
+    server = make_server("127.0.0.1", 0, placeholder_app, threaded=True)
     url = f"http://127.0.0.1:{server.port}"
     settings = SandboxSettings(
         client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uris=[REDIRECT_URI], base_url=url
@@ -225,6 +230,8 @@ def test_consent_page_shows_app_scopes_and_sandbox_users(http, sandbox):
     ):
         assert text in page.text
     assert '<option value="2001" selected>' in page.text
+    preselected = http.get(f"{sandbox.url}/oauth/authorize", params={**params, "user_id": "2101"})
+    assert '<option value="2101" selected>' in preselected.text
     assert "http://" not in page.text.replace(REDIRECT_URI, "")  # no external assets
 
 
@@ -368,6 +375,17 @@ def test_rotation_knob_kills_the_old_refresh_token(http, sandbox):
     assert stale.status_code == 400 and stale.json()["message"] == "Invalid grant: refresh token is invalid"
     assert refresh(http, sandbox, renewed["refresh_token"]).status_code == 200
     assert api(http, tokens, "GET", "/users/me").status_code == 200  # access tokens live on until expiry
+
+
+def test_refresh_tokens_lapse_after_60_days_unused(http, sandbox):
+    tokens = install(http, sandbox)
+    start = time.time()
+    sandbox.state.clock = lambda: start + 59 * 86400
+    assert refresh(http, sandbox, tokens["refresh_token"]).status_code == 200  # resets the clock
+    sandbox.state.clock = lambda: start + 118 * 86400
+    assert refresh(http, sandbox, tokens["refresh_token"]).status_code == 200
+    sandbox.state.clock = lambda: start + 179 * 86400
+    assert refresh(http, sandbox, tokens["refresh_token"]).json()["error"] == "invalid_grant"
 
 
 def test_refresh_error_knobs(http, sandbox):
@@ -876,6 +894,18 @@ def test_control_surface_can_be_left_out():
     assert client.get("/_sandbox/state").status_code == 404
     assert client.post("/_sandbox/reset").status_code == 404
     assert client.get("/oauth/authorize").status_code == 400  # the rest is still there
+
+
+def test_works_mounted_under_a_prefix():
+    # How `make run` serves it: inside the main app's process, under /sandbox.
+    sandbox_app = create_sandbox_app(SandboxSettings(base_url="http://localhost:5000/sandbox"))
+    client = Client(DispatcherMiddleware(placeholder_app, {"/sandbox": sandbox_app}))
+    query = "client_id=sandbox-client&redirect_uri=http://localhost:5000/oauth/callback"
+    page = client.get(f"/sandbox/oauth/authorize?{query}")
+    assert 'action="/sandbox/oauth/authorize"' in page.get_data(as_text=True)
+    tokens = sandbox_app.extensions["pd_sandbox"].install(1001, 2001)
+    me = client.get("/sandbox/api/v1/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert me.status_code == 200 and me.json["data"]["id"] == 2001
 
 
 def test_runs_as_its_own_process():

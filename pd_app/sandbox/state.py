@@ -51,6 +51,7 @@ class SandboxState:
     def reset(self) -> None:
         """Back to the seed: goals, tokens, budgets, recorded calls and knobs."""
         with self._lock:
+            # Directory data: replaced whole here and never mutated, so views may read it without the lock.
             self.companies = {c.id: c for c in seed.COMPANIES}
             self.users = {u.id: u for u in seed.USERS}
             self.teams = {t.id: t for t in seed.TEAMS}
