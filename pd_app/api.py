@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request
 
 from . import goals
@@ -139,9 +141,14 @@ def _iso(value) -> str | None:  # noqa: ANN001
     return value.isoformat() if value.tzinfo else value.isoformat() + "+00:00"
 
 
+@functools.lru_cache(maxsize=4)
+def _openapi(public_url: str) -> dict:
+    return goals.openapi_document(public_url)
+
+
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(goals.openapi_document(current_app.config["SETTINGS"].public_url))
+    return jsonify(_openapi(current_app.config["SETTINGS"].public_url))
 
 
 @bp.get("/docs")

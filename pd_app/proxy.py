@@ -197,7 +197,7 @@ def _map_error(resp: UpstreamResponse, method: str) -> ApiError:
             "validation_failed",
             message,
             "Pipedrive refused the request; see details.",
-            details=[{"field": "", "message": message, "code": "upstream_rejected"}],
+            details=[{"field": "body", "message": message, "code": "upstream_rejected"}],
         )
     if status == 401:
         return reauth_required()
