@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from . import migrate
+from . import lifecycle, migrate
 from .auth import create_key
 from .db import get_session
 from .logs import audit
@@ -16,6 +18,7 @@ from .models import Installation, PartnerKey, utcnow
 keys_cli = AppGroup("keys", help="Partner keys for the /api/v1 proxy.")
 installations_cli = AppGroup("installations", help="Installations of the app (never shows a token).")
 db_cli = AppGroup("db", help="Database migrations (Alembic).")
+tokens_cli = AppGroup("tokens", help="Token keep-alive and encryption key rotation.")
 
 
 def _when(value) -> str:  # noqa: ANN001
@@ -101,6 +104,57 @@ def list_installations_command() -> None:
         )
 
 
+@installations_cli.command("revoke")
+@click.option("--company-id", type=click.IntRange(min=1), required=True)
+@click.option(
+    "--user-id", type=click.IntRange(min=1), default=None, help="Only this user (default: every user)."
+)
+def revoke_installations_command(company_id: int, user_id: int | None) -> None:
+    """Disconnect from our side: revoke at Pipedrive (uninstalls the app there), then erase the tokens."""
+    outcome = lifecycle.revoke(get_session(), company_id, user_id)
+    for company, user in outcome.revoked:
+        click.echo(f"Revoked and erased: company {company}, user {user}.")
+    for company, user, error in outcome.failed:
+        click.echo(f"Not revoked (tokens kept, try again): company {company}, user {user}: {error}", err=True)
+    if not outcome.revoked and not outcome.failed:
+        click.echo("No installation with tokens matched.")
+    if outcome.failed:
+        raise SystemExit(1)
+
+
+@tokens_cli.command("refresh-due")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1, max=59),
+    default=30,
+    show_default=True,
+    help="Refresh tokens unused for this many days (Pipedrive's lapse after 60).",
+)
+def refresh_due_command(days: int) -> None:
+    """Keep-alive: refresh every installation whose refresh token would otherwise lapse. Safe from cron on
+    every instance at once."""
+    outcome = lifecycle.refresh_due(get_session(), timedelta(days=days))
+    click.echo(
+        f"Refreshed {outcome.refreshed}; need reinstall {len(outcome.reauth)}; "
+        f"failed (will retry) {len(outcome.failed)}."
+    )
+    for company, user in outcome.reauth:
+        click.echo(f"Needs reinstall: company {company}, user {user}.", err=True)
+    for company, user, error in outcome.failed:
+        click.echo(f"Failed: company {company}, user {user}: {error}", err=True)
+    if outcome.failed:
+        raise SystemExit(1)
+
+
+@tokens_cli.command("reencrypt")
+def reencrypt_command() -> None:
+    """Re-encrypt every stored token under the first key of TOKEN_ENCRYPTION_KEYS."""
+    done, failed = lifecycle.reencrypt_all()
+    click.echo(f"Re-encrypted {done} installation(s) under the first key; {failed} failed.")
+    if failed:
+        raise SystemExit(1)
+
+
 @db_cli.command("upgrade")
 @click.argument("revision", default="head")
 def db_upgrade_command(revision: str) -> None:
@@ -115,5 +169,5 @@ def db_current_command() -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (keys_cli, installations_cli, db_cli):
+    for group in (keys_cli, installations_cli, db_cli, tokens_cli):
         app.cli.add_command(group)

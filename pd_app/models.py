@@ -101,3 +101,15 @@ class OAuthState(Base):
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class SharingNotice(Base):
+    """Pipedrive's app-sharing notice (POST /oauth/callback): an admin shared or unshared the app."""
+
+    __tablename__ = "sharing_notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    company_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    is_shared: Mapped[bool]
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

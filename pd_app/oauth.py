@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hmac
 import secrets
+from typing import Annotated, TypeVar
 
 from authlib.integrations.flask_client import OAuth
 from flask import Blueprint, Flask, current_app, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from .db import get_session
-from .errors import PageError
+from .errors import ApiError, PageError
+from .lifecycle import record_sharing, uninstall
 from .logs import audit
 from .models import Installation, OAuthState
 from .pipedrive import (
@@ -171,3 +175,90 @@ def installed():
         except (BadSignature, KeyError, TypeError, ValueError):
             inst = None
     return render_template("installed.html", inst=inst)
+
+
+# -- notices from Pipedrive on the same Callback URL ------------------------------------------------------
+PipedriveId = Annotated[int, Field(strict=False, gt=0, lt=2**63)]
+
+
+class UninstallNotice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    client_id: str
+    company_id: PipedriveId
+    user_id: PipedriveId
+    timestamp: str | int | None = None
+
+
+class SharingNoticeBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    company_id: PipedriveId
+    user_id: PipedriveId
+    isShared: StrictBool  # noqa: N815 (Pipedrive's field name)
+
+
+NoticeT = TypeVar("NoticeT", bound=BaseModel)
+
+
+def _client_credentials_match() -> bool:
+    """HTTP Basic `client_id:client_secret`, compared in constant time (both parts, always)."""
+    settings = current_app.config["SETTINGS"]
+    auth = request.authorization
+    if auth is None or auth.type != "basic":
+        return False
+    id_ok = hmac.compare_digest((auth.username or "").encode(), settings.client_id.encode())
+    secret_ok = hmac.compare_digest((auth.password or "").encode(), settings.client_secret.encode())
+    return id_ok & secret_ok
+
+
+def _notice_body(model: type[NoticeT]) -> NoticeT:
+    body = request.get_json(silent=True) if request.is_json else None
+    if not isinstance(body, dict):
+        raise ApiError(
+            400, "validation_failed", "The notice must be a JSON object.", "Send Pipedrive's JSON."
+        )
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "code": "invalid"}
+            for e in exc.errors(include_url=False)
+        ]
+        raise ApiError(
+            400, "validation_failed", "The notice is not valid.", "Send Pipedrive's JSON.", details=details
+        ) from None
+
+
+def _unauthorized_notice() -> ApiError:
+    return ApiError(
+        401,
+        "unauthorized",
+        "Bad client credentials.",
+        "Pipedrive signs notices with HTTP Basic client_id:client_secret.",
+    )
+
+
+@bp.delete("/oauth/callback")
+def uninstall_notice():
+    if not _client_credentials_match():
+        raise _unauthorized_notice()
+    notice = _notice_body(UninstallNotice)
+    if not hmac.compare_digest(notice.client_id.encode(), current_app.config["SETTINGS"].client_id.encode()):
+        raise ApiError(
+            400,
+            "validation_failed",
+            "The notice is for another app.",
+            "Check client_id.",
+            details=[{"field": "client_id", "message": "does not match this app", "code": "invalid"}],
+        )
+    uninstall(get_session(), notice.company_id, notice.user_id)
+    return {"success": True}
+
+
+@bp.post("/oauth/callback")
+def sharing_notice():
+    # Whether Pipedrive signs this notice is unconfirmed: credentials are checked when they are sent.
+    if request.authorization is not None and not _client_credentials_match():
+        raise _unauthorized_notice()
+    notice = _notice_body(SharingNoticeBody)
+    record_sharing(get_session(), notice.company_id, notice.user_id, notice.isShared)
+    return {"success": True}
