@@ -9,7 +9,21 @@ from pathlib import Path
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, cli, db, errors, logs, metrics, oauth, ops, pipedrive, sandbox_mount, tokens, web
+from . import (
+    api,
+    cache,
+    cli,
+    db,
+    errors,
+    logs,
+    metrics,
+    oauth,
+    ops,
+    pipedrive,
+    sandbox_mount,
+    tokens,
+    web,
+)
 from .config import load_settings
 
 
@@ -29,6 +43,7 @@ def create_app(
     db.init_app(app)
     tokens.init_app(app)
     pipedrive.init_app(app)
+    cache.init_app(app)
     metrics.init_app(app)
     errors.init_app(app)
     for module in (web, oauth, api, ops, cli):

@@ -97,6 +97,10 @@ def _touch(session: Session, row: PartnerKey) -> None:
     if last is not None and last.tzinfo is None:
         last = last.replace(tzinfo=now.tzinfo)
     if last is None or (now - last).total_seconds() >= 60:
+        # End the read first: on SQLite a write from a transaction whose snapshot another process has
+        # since moved past fails at once with "database is locked" (the busy timeout never applies),
+        # which is what many requests with one key at once did. A fresh write transaction waits instead.
+        session.commit()
         session.execute(update(PartnerKey).where(PartnerKey.id == row.id).values(last_used_at=now))
         session.commit()
 

@@ -29,6 +29,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (test runners and servers swap it)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # noqa: ANN001
+        pass
+
+
 def audit(event: str, **fields: object) -> None:
     """Record a lifecycle event (install, refresh, failure, uninstall, revoke, key change)."""
     clean = {k: v for k, v in fields.items() if k not in _FORBIDDEN}
@@ -38,7 +53,7 @@ def audit(event: str, **fields: object) -> None:
 def init_app(app: Flask) -> None:
     root = logging.getLogger("pd_app")
     if not any(getattr(h, "_pd_app", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler.setFormatter(JsonFormatter())
         handler._pd_app = True  # type: ignore[attr-defined]
         root.addHandler(handler)

@@ -113,3 +113,12 @@ class SharingNotice(Base):
     user_id: Mapped[int] = mapped_column(BigInteger)
     is_shared: Mapped[bool]
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CacheGeneration(Base):
+    """Per company, bumped by every write through the proxy; cached reads of older generations are dead."""
+
+    __tablename__ = "cache_generations"
+
+    company_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -9,12 +9,15 @@ import logging
 import time
 from typing import Any
 
+import redis
 from flask import current_app
 from sqlalchemy import case, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from . import metrics
 from .auth import Principal
+from .cache import goals_cache
 from .errors import ApiError
 from .models import Installation
 from .pipedrive import DomainNotAllowed, UpstreamResponse, UpstreamUnreachable, client
@@ -118,8 +121,17 @@ def forward(
     params: list[tuple[str, str]] | None = None,
     json: Any = None,
 ) -> tuple[Any, int]:
-    """Send one request upstream; on a 401 refresh once and retry once. Returns (body, status) for 2xx."""
+    """Send one request upstream; on a 401 refresh once and retry once. Returns (body, status) for 2xx.
+
+    Reads (GET) may be answered from the goals cache; a successful write invalidates the company's reads.
+    """
     inst = installation_for(session, principal)
+    cache_key = _cached_key(session, inst, op, params) if method == "GET" else None
+    if cache_key is not None:
+        hit = _cache_call(goals_cache().get, cache_key)
+        if hit is not None:
+            metrics.upstream(op, "cache_hit", 0.0)
+            return hit, 200
     token = _token(session, inst)
     # Give the connection back to the pool while Pipedrive answers (100-300 ms, sometimes seconds).
     session.commit()
@@ -134,8 +146,30 @@ def forward(
             raise ApiError(
                 502, "upstream_error", "Pipedrive answered with a body that is not JSON.", "Retry later."
             )
+        if cache_key is not None and resp.status == 200:
+            _cache_call(goals_cache().put, cache_key, resp.body)
+        elif method != "GET":
+            _cache_call(goals_cache().invalidate, session, inst.company_id)
         return resp.body, resp.status
     raise _map_error(resp, method)
+
+
+def _cached_key(
+    session: Session, inst: Installation, op: str, params: list[tuple[str, str]] | None
+) -> str | None:
+    cache = goals_cache()
+    if not cache.enabled or inst.status != "active":
+        return None
+    return _cache_call(cache.key_for, session, inst.company_id, inst.id, op, params or [])
+
+
+def _cache_call(fn, *args):  # noqa: ANN001, ANN202
+    """The cache is an optimisation: when its store fails, answer from Pipedrive instead of failing."""
+    try:
+        return fn(*args)
+    except (redis.RedisError, SQLAlchemyError):
+        log.warning("goals cache unavailable", exc_info=True)
+        return None
 
 
 def _send(

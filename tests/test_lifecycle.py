@@ -224,3 +224,38 @@ def test_reencrypt_moves_every_token_to_the_new_key(clean_db, sandbox_server, in
     for a in (rotated, new_only, old_only):
         a.extensions["pd_client"].close()
         a.extensions["pd_db"]["engine"].dispose()
+
+
+# -- audit trail --------------------------------------------------------------------------------------------
+def test_audit_trail_names_events_and_ids_but_never_a_secret(
+    app, client, installer, make_key, sandbox, caplog
+):
+    import logging
+
+    from pd_app.logs import JsonFormatter
+
+    caplog.set_level(logging.INFO, logger="pd_app")
+    location = installer.consent(user_id=2001)
+    code = location.split("code=")[1].split("&")[0]
+    installer.callback(location)
+    key = make_key(user_id=2001)
+    sandbox.set_knobs(force_api_status={"status": 401, "count": 1})
+    assert client.get("/api/v1/goals/find", headers={"x-api-token": key}).status_code == 200
+    with app.app_context():
+        inst = get_session().scalar(select(Installation).where(Installation.user_id == 2001))
+        secrets = [
+            cipher().decrypt(inst, "access_token", inst.access_token_enc),
+            cipher().decrypt(inst, "refresh_token", inst.refresh_token_enc),
+            code,
+            key,
+            CLIENT_SECRET,
+        ]
+    client.delete("/oauth/callback", json=notice(user_id=2001), headers=basic())
+    lines = [JsonFormatter().format(r) for r in caplog.records if r.name.startswith("pd_app")]
+    events = [r.fields["event"] for r in caplog.records if r.name == "pd_app.audit"]
+    assert {"installed", "key_created", "token_refreshed", "uninstalled"} <= set(events)
+    installed = next(r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "installed")
+    assert installed["company_id"] == 1001 and installed["user_id"] == 2001
+    blob = "\n".join(lines)
+    for secret in secrets:
+        assert secret not in blob

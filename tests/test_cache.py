@@ -1,0 +1,133 @@
+"""GOALS_CACHE_TTL: reads served from cache, writes visible to the company's next read from any process."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+
+from pd_app import create_app
+
+from .conftest import app_environ
+
+GOAL = {
+    "title": "Cached?",
+    "assignee": {"id": 2001, "type": "person"},
+    "type": {"name": "deals_started", "params": {}},
+    "expected_outcome": {"target": 5, "tracking_metric": "quantity"},
+    "duration": {"start": "2026-01-01", "end": None},
+    "interval": "monthly",
+}
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+
+
+def _redis_available() -> bool:
+    try:
+        client = redis.Redis.from_url(REDIS_TEST_URL, socket_timeout=0.5)
+        client.ping()
+        client.close()
+        return True
+    except redis.RedisError:
+        return False
+
+
+def backends() -> list:
+    # Without a Redis server (a newcomer's laptop) the database-backed cache is still tested; CI has Redis and
+    # must test it, so there a missing server is a failure, not a skip.
+    params = [pytest.param(None, id="database-generations")]
+    if _redis_available() or os.environ.get("CI"):
+        params.append(pytest.param(REDIS_TEST_URL, id="redis"))
+    return params
+
+
+@pytest.fixture(params=backends())
+def apps(request, clean_db, sandbox_server, sandbox):  # noqa: ANN001, ANN201
+    """Two app instances sharing one database (two processes of a deployment), cache on."""
+    extra = {"GOALS_CACHE_TTL": "30"}
+    if request.param:
+        redis.Redis.from_url(request.param).flushdb()
+        extra["REDIS_URL"] = request.param
+    pair = [create_app(environ=app_environ(clean_db, sandbox_server.url, **extra)) for _ in range(2)]
+    yield pair
+    for app in pair:
+        app.extensions["pd_client"].close()
+        app.extensions["pd_db"]["engine"].dispose()
+
+
+@pytest.fixture
+def key(apps, sandbox_server, sandbox):  # noqa: ANN001, ANN201
+    from .conftest import Installer
+
+    first = apps[0]
+    helper = Installer(first.test_client(), sandbox_server.url)
+    helper.install(user_id=2001)
+    helper.close()
+    result = first.test_cli_runner().invoke(args=["keys", "create", "--company-id", "1001", "--name", "c"])
+    sandbox.clear_calls()
+    return result.stdout.strip().splitlines()[-1]
+
+
+def finds(sandbox) -> int:  # noqa: ANN001
+    return sandbox.count("/api/v1/goals/find")
+
+
+def test_repeated_reads_are_served_from_cache(apps, key, sandbox):
+    client = apps[0].test_client()
+    first = client.get("/api/v1/goals/find", headers={"x-api-token": key})
+    second = client.get("/api/v1/goals/find", headers={"x-api-token": key})
+    assert first.status_code == second.status_code == 200
+    assert first.get_json() == second.get_json()
+    assert finds(sandbox) == 1
+    # Other query parameters are another entry.
+    client.get("/api/v1/goals/find?is_active=false", headers={"x-api-token": key})
+    assert finds(sandbox) == 2
+
+
+def test_a_write_is_visible_to_the_next_read_from_another_process(apps, key, sandbox):
+    a, b = (app.test_client() for app in apps)
+    before = b.get("/api/v1/goals/find", headers={"x-api-token": key}).get_json()["data"]["goals"]
+    assert finds(sandbox) == 1
+    added = a.post("/api/v1/goals", json=GOAL, headers={"x-api-token": key})
+    assert added.status_code == 200
+    goal_id = added.get_json()["data"]["goal"]["id"]
+    after = b.get("/api/v1/goals/find", headers={"x-api-token": key}).get_json()["data"]["goals"]
+    assert finds(sandbox) == 2
+    assert goal_id in {g["id"] for g in after} and len(after) == len(before) + 1
+    a.delete(f"/api/v1/goals/{goal_id}", headers={"x-api-token": key})
+    final = b.get("/api/v1/goals/find", headers={"x-api-token": key}).get_json()["data"]["goals"]
+    assert goal_id not in {g["id"] for g in final}
+
+
+def test_failed_write_does_not_invalidate_but_errors_are_never_cached(apps, key, sandbox):
+    client = apps[0].test_client()
+    sandbox.set_knobs(force_api_status={"status": 503, "count": 1})
+    assert client.get("/api/v1/goals/find", headers={"x-api-token": key}).status_code == 503
+    assert client.get("/api/v1/goals/find", headers={"x-api-token": key}).status_code == 200
+    assert finds(sandbox) == 2
+
+
+def test_cache_store_outage_falls_back_to_pipedrive(clean_db, sandbox_server, sandbox, installer, make_key):
+    app = create_app(
+        environ=app_environ(
+            clean_db, sandbox_server.url, GOALS_CACHE_TTL="30", REDIS_URL="redis://127.0.0.1:1/0"
+        )
+    )
+    installer.install(user_id=2001)
+    key = make_key()
+    sandbox.clear_calls()
+    client = app.test_client()
+    for _ in range(2):
+        assert client.get("/api/v1/goals/find", headers={"x-api-token": key}).status_code == 200
+    assert finds(sandbox) == 2
+    app.extensions["pd_client"].close()
+    app.extensions["pd_db"]["engine"].dispose()
+
+
+def test_ttl_zero_disables_the_cache(client, installer, make_key, sandbox):
+    installer.install(user_id=2001)
+    key = make_key()
+    sandbox.clear_calls()
+    for _ in range(2):
+        client.get("/api/v1/goals/find", headers={"x-api-token": key})
+    assert finds(sandbox) == 2
