@@ -87,19 +87,21 @@ def revoke_key_command(key_id: int) -> None:
 
 @installations_cli.command("list")
 def list_installations_command() -> None:
+    """Company, user, status, token expiry, last refresh, scopes and the last rate-limit figures seen."""
     rows = (
         get_session()
         .scalars(select(Installation).order_by(Installation.company_id, Installation.user_id))
         .all()
     )
     click.echo(
-        f"{'company':>10} {'user':>10} {'status':<16} {'admin':<5} {'token expires':<16} "
-        f"{'last refresh':<16} {'scopes':<20} company name / user"
+        f"{'company':>10} {'user':>10} {'status':<16} {'admin':<5} {'token expires':<16} {'last refresh':<16} "
+        f"{'daily left':>10} {'scopes':<20} company name / user"
     )
     for r in rows:
+        daily = (r.rate_limit or {}).get("daily-ratelimit-token-remaining", "-")
         click.echo(
             f"{r.company_id:>10} {r.user_id:>10} {r.status:<16} {'yes' if r.is_admin else 'no':<5} "
-            f"{_when(r.access_token_expires_at):<16} {_when(r.last_refreshed_at):<16} "
+            f"{_when(r.access_token_expires_at):<16} {_when(r.last_refreshed_at):<16} {daily:>10} "
             f"{r.scopes:<20} {r.company_name or '-'} / {r.user_name or '-'}"
         )
 
