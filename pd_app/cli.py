@@ -94,8 +94,8 @@ def list_installations_command() -> None:
         .all()
     )
     click.echo(
-        f"{'company':>10} {'user':>10} {'status':<16} {'admin':<5} {'token expires':<16} {'last refresh':<16} "
-        f"{'daily left':>10} {'scopes':<20} company name / user"
+        f"{'company':>10} {'user':>10} {'status':<16} {'admin':<5} {'token expires':<16} "
+        f"{'last refresh':<16} {'daily left':>10} {'scopes':<20} company name / user"
     )
     for r in rows:
         daily = (r.rate_limit or {}).get("daily-ratelimit-token-remaining", "-")
