@@ -13,6 +13,7 @@ from . import (
     api,
     cache,
     cli,
+    cors,
     db,
     errors,
     logs,
@@ -46,6 +47,7 @@ def create_app(
     cache.init_app(app)
     metrics.init_app(app)
     errors.init_app(app)
+    cors.init_app(app)
     for module in (web, oauth, api, ops, cli):
         module.init_app(app)
     app.after_request(web.add_security_headers)

@@ -29,6 +29,7 @@ class Principal:
     user_id: int | None
     scope: str  # "read" or "full"
     key_id: int | None = None
+    origins: tuple[str, ...] = ()  # web origins allowed to use this credential from a browser (CORS)
 
 
 def hash_key(key: str) -> str:
@@ -87,7 +88,7 @@ def _from_key(session: Session, key: str) -> Principal:
     if row.revoked_at is not None:
         raise _unauthorized("The partner key has been revoked.")
     _touch(session, row)
-    return Principal("key", row.company_id, row.user_id, row.scope, row.id)
+    return Principal("key", row.company_id, row.user_id, row.scope, row.id, tuple(row.origins or ()))
 
 
 def _touch(session: Session, row: PartnerKey) -> None:

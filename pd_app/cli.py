@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from . import lifecycle, migrate
 from .auth import create_key
+from .cors import normalize_origin
 from .db import get_session
 from .logs import audit
 from .models import Installation, PartnerKey, utcnow
@@ -42,6 +43,10 @@ def create_key_command(
     name = name.strip()
     if not name or len(name) > 200:
         raise click.BadParameter("must be 1-200 characters", param_hint="--name")
+    try:
+        origins = tuple(dict.fromkeys(normalize_origin(o) for o in origins))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--origin") from None
     row, key = create_key(
         get_session(), company_id=company_id, name=name, user_id=user_id, scope=scope, origins=list(origins)
     )
@@ -58,16 +63,18 @@ def create_key_command(
 
 @keys_cli.command("list")
 def list_keys_command() -> None:
+    """Every key with its prefix, company, user, scope and use; never the key itself."""
     rows = get_session().scalars(select(PartnerKey).order_by(PartnerKey.id)).all()
     click.echo(
         f"{'id':>4}  {'prefix':<14} {'company':>10} {'user':>10} {'scope':<5} {'created':<16} "
-        f"{'last used':<16} {'status':<8} name"
+        f"{'last used':<16} {'status':<8} name [origins]"
     )
     for r in rows:
         status = "revoked" if r.revoked_at else "active"
         click.echo(
             f"{r.id:>4}  {r.prefix:<14} {r.company_id:>10} {r.user_id or '-':>10} {r.scope:<5} "
             f"{_when(r.created_at):<16} {_when(r.last_used_at):<16} {status:<8} {r.name}"
+            + (f" [{', '.join(r.origins)}]" if r.origins else "")
         )
 
 

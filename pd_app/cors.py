@@ -1,0 +1,64 @@
+"""CORS for partner frontends in browsers: a key's `--origin` list says which web origins may use it.
+
+A preflight carries no credential, so it is answered for any origin that some active key lists; the real
+request then gets `Access-Control-Allow-Origin` only when its own key lists that origin.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, g, request
+from sqlalchemy import select
+
+from .db import get_session
+from .models import PartnerKey
+
+ALLOWED_HEADERS = "x-api-token, authorization, content-type"
+EXPOSED_HEADERS = "Retry-After"
+MAX_AGE_S = "600"
+
+
+def normalize_origin(value: str) -> str:
+    """`https://dash.example.com` form, or ValueError: scheme and host only, no path, query or credentials."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an origin like https://dashboard.example.com")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{value!r} must be an origin only (no path, query or credentials)")
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname.lower()}{port}"
+
+
+def _listed_by_any_key(origin: str) -> bool:
+    rows = get_session().scalars(select(PartnerKey.origins).where(PartnerKey.revoked_at.is_(None))).all()
+    return any(origin in (origins or []) for origins in rows)
+
+
+def preflight() -> Response | None:
+    if request.method != "OPTIONS" or not request.path.startswith("/api/v1/"):
+        return None
+    response = Response(status=204)
+    origin = request.headers.get("Origin")
+    if origin and _listed_by_any_key(origin):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE"
+        response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
+        response.headers["Access-Control-Max-Age"] = MAX_AGE_S
+    response.headers["Vary"] = "Origin"
+    return response
+
+
+def allow_origin(response: Response) -> Response:
+    origin = request.headers.get("Origin")
+    principal = g.get("principal")
+    if origin and principal is not None and origin in principal.origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+        response.headers.add("Vary", "Origin")
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(preflight)
+    app.after_request(allow_origin)
