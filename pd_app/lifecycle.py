@@ -23,28 +23,32 @@ from .tokens import (
 )
 
 
-def erase_tokens(inst: Installation) -> None:
-    inst.status = "uninstalled"
-    inst.access_token_enc = None
-    inst.refresh_token_enc = None
-    inst.access_token_expires_at = None
+def _erase(company_id: int, user_id: int, by: str) -> bool:
+    """Mark the installation uninstalled and erase its tokens in one locked transaction."""
+    with db.locking_session() as locked:
+        inst = locked.scalar(
+            select(Installation)
+            .where(Installation.company_id == company_id, Installation.user_id == user_id)
+            .with_for_update()
+        )
+        if inst is None or (inst.status == "uninstalled" and inst.refresh_token_enc is None):
+            return False
+        inst.status = "uninstalled"
+        inst.access_token_enc = None
+        inst.refresh_token_enc = None
+        inst.access_token_expires_at = None
+        locked.commit()
+    audit("uninstalled", company_id=company_id, user_id=user_id, by=by)
+    return True
 
 
 def uninstall(session: Session, company_id: int, user_id: int) -> bool:
     """Pipedrive told us this user uninstalled: erase the tokens at once. True when something changed."""
-    inst = session.scalar(
-        select(Installation)
-        .where(Installation.company_id == company_id, Installation.user_id == user_id)
-        .with_for_update()
-    )
-    if inst is None or (inst.status == "uninstalled" and inst.refresh_token_enc is None):
-        session.rollback()
-        audit("uninstall_ignored", company_id=company_id, user_id=user_id, known=inst is not None)
-        return False
-    erase_tokens(inst)
-    session.commit()
-    audit("uninstalled", company_id=company_id, user_id=user_id, by="pipedrive")
-    return True
+    session.commit()  # end the caller's read before the locked write (SQLite snapshots)
+    changed = _erase(company_id, user_id, by="pipedrive")
+    if not changed:
+        audit("uninstall_ignored", company_id=company_id, user_id=user_id)
+    return changed
 
 
 def record_sharing(session: Session, company_id: int, user_id: int, is_shared: bool) -> None:
@@ -75,10 +79,10 @@ def revoke(session: Session, company_id: int, user_id: int | None = None) -> Rev
             outcome.failed.append((inst.company_id, inst.user_id, str(exc)))
             audit("revoke_failed", company_id=inst.company_id, user_id=inst.user_id, error=str(exc))
             continue
-        erase_tokens(inst)
         session.commit()
+        _erase(inst.company_id, inst.user_id, by="operator")
         outcome.revoked.append((inst.company_id, inst.user_id))
-        audit("revoked", company_id=inst.company_id, user_id=inst.user_id, by="operator")
+        audit("revoked", company_id=inst.company_id, user_id=inst.user_id)
     return outcome
 
 

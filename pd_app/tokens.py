@@ -122,32 +122,43 @@ def _apply_token_response(inst: Installation, token: dict) -> None:
 
 
 def save_grant(session: Session, identity: Identity, token: dict) -> Installation:
-    """Create or update the installation of (company, user) with a fresh grant, and commit."""
+    """Create or update the installation of (company, user) with a fresh grant; returns the caller's copy.
+
+    The write runs under the same lock as a refresh, so an install never interleaves with one.
+    """
+    session.commit()  # end the caller's read: on SQLite its snapshot could not write after ours commits
     for attempt in (1, 2):
-        inst = session.scalar(
-            select(Installation).where(
-                Installation.company_id == identity.company_id, Installation.user_id == identity.user_id
+        with db.locking_session() as locked:
+            inst = locked.scalar(
+                select(Installation)
+                .where(
+                    Installation.company_id == identity.company_id, Installation.user_id == identity.user_id
+                )
+                .with_for_update()
             )
-        )
-        if inst is None:
-            inst = Installation(company_id=identity.company_id, user_id=identity.user_id)
-            session.add(inst)
-        inst.company_domain = identity.company_domain
-        inst.company_name = identity.company_name
-        inst.user_name = identity.user_name
-        inst.user_email = identity.user_email
-        inst.is_admin = identity.is_admin
-        inst.status = "active"
-        inst.installed_at = utcnow()
-        _apply_token_response(inst, token)
-        try:
-            session.commit()
-            return inst
-        except IntegrityError:
-            # Two callbacks for the same user raced to insert; the second becomes an update.
-            session.rollback()
-            if attempt == 2:
-                raise
+            if inst is None:
+                inst = Installation(company_id=identity.company_id, user_id=identity.user_id)
+                locked.add(inst)
+            inst.company_domain = identity.company_domain
+            inst.company_name = identity.company_name
+            inst.user_name = identity.user_name
+            inst.user_email = identity.user_email
+            inst.is_admin = identity.is_admin
+            inst.status = "active"
+            inst.installed_at = utcnow()
+            _apply_token_response(inst, token)
+            try:
+                locked.commit()
+            except IntegrityError:
+                # Two callbacks for the same new user raced to insert; the second becomes an update.
+                locked.rollback()
+                if attempt == 2:
+                    raise
+                continue
+            inst_id = inst.id
+        saved = session.get(Installation, inst_id, populate_existing=True)
+        assert saved is not None
+        return saved
     raise AssertionError("unreachable")
 
 
