@@ -2,8 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+NPM ?= npm
+PD_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test lint bench deps
+.PHONY: run test lint bench deps browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -11,7 +13,25 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-deps: $(VENV)/.installed
+# The panel's front-end dependency (@pipedrive/app-extensions-sdk), exactly as package-lock.json pins it; the app
+# serves it from node_modules (no CDN).
+node_modules/.installed: package.json package-lock.json
+	$(NPM) ci --no-audit --no-fund
+	touch $@
+
+deps: $(VENV)/.installed node_modules/.installed
+
+# The browser tests drive Debian's chromium through Playwright (never `playwright install`). Installed here when
+# missing and this user may (root with apt-get); otherwise the browser tests fail and say how to get it.
+browser:
+	@if [ ! -x "$(PD_CHROMIUM)" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-liberation; \
+		else \
+			echo "chromium is not at $(PD_CHROMIUM): install Debian's chromium (apt-get install chromium)," \
+				"or set PD_CHROMIUM to a Chromium binary, for the browser tests"; \
+		fi; \
+	fi
 
 # The demo: SQLite in instance/, development secrets generated once, the built-in Pipedrive sandbox.
 # One worker, because the sandbox keeps its state in the process's memory.
@@ -19,6 +39,7 @@ run: deps
 	PD_SANDBOX=1 $(VENV)/bin/flask --app app db upgrade
 	@echo ""
 	@echo "  pd_app is starting: open http://localhost:5000  (Pipedrive sandbox at http://localhost:5000/sandbox)"
+	@echo "  the Goals panel inside a sandbox deal page: http://localhost:5000/sandbox/crm/deal/1"
 	@echo ""
 	PD_SANDBOX=1 GUNICORN_BIND=127.0.0.1:5000 WEB_CONCURRENCY=1 GUNICORN_THREADS=32 \
 		$(VENV)/bin/gunicorn app:app -c gunicorn.conf.py
@@ -27,7 +48,7 @@ lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check pd_app tests
 
-test: deps
+test: deps browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

@@ -23,6 +23,7 @@ from . import (
     pipedrive,
     sandbox_mount,
     tokens,
+    ui,
     web,
 )
 from .config import load_settings
@@ -48,7 +49,7 @@ def create_app(
     metrics.init_app(app)
     errors.init_app(app)
     cors.init_app(app)
-    for module in (web, oauth, api, ops, cli):
+    for module in (web, oauth, api, ops, cli, ui):
         module.init_app(app)
     app.after_request(web.add_security_headers)
     sandbox_mount.init_app(app)

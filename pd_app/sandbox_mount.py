@@ -21,6 +21,7 @@ def init_app(app: Flask) -> None:
             redirect_uris=[settings.redirect_uri],
             base_url=settings.sandbox_url,
             jwt_secret=settings.jwt_secret,
+            panel_url=settings.public_url + "/ui/panel",
         )
     )
     app.extensions["pd_sandbox_app"] = sandbox

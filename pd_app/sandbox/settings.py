@@ -19,7 +19,9 @@ class SandboxSettings:
     app_name: str = "pd_app Goals"
     scopes: Sequence[str] = ("base", "goals:full")
     access_token_ttl: int = 3599
-    jwt_secret: str | None = None  # reserved for the custom UI extension's JWT
+    jwt_secret: str | None = None  # the custom UI JWT's secret; None: the client secret (Pipedrive's default)
+    # The app's custom UI panel (Developer Hub "Iframe URL"), framed by the sandbox's CRM deal page.
+    panel_url: str = "http://localhost:5000/ui/panel"
     control: bool = True  # the /_sandbox/* endpoints exist only when True
 
     def __post_init__(self) -> None:

@@ -1,0 +1,168 @@
+// What a goal means for a person: its current period, how far along it should be, and the words and numbers
+// that say so. Pure functions over the Goals API's JSON; dates are "YYYY-MM-DD" strings, computed in UTC so a
+// daylight-saving change never shifts a day.
+
+export const GOAL_TYPES = {
+  deals_won: "Deals won",
+  deals_progressed: "Deals progressed",
+  deals_started: "Deals started",
+  revenue_forecast: "Revenue forecast",
+  activities_completed: "Activities completed",
+  activities_added: "Activities added",
+};
+export const DEAL_TYPES = ["deals_won", "deals_progressed", "deals_started", "revenue_forecast"];
+export const ACTIVITY_TYPES = ["activities_completed", "activities_added"];
+export const INTERVALS = { weekly: "week", monthly: "month", quarterly: "quarter", yearly: "year" };
+
+// Currency ids are per Pipedrive account and the proxy does not expose /currencies, so these are the ids of
+// Pipedrive's own examples (1 EUR, 2 USD) plus common ones; any other id is shown as "currency #id".
+export const CURRENCIES = { 1: "EUR", 2: "USD", 3: "GBP", 4: "SEK", 5: "CHF" };
+
+// Pipedrive sometimes labels types ("Deals started") where the spec names them (deals_started): accept both.
+export function typeKey(type) {
+  const name = (type && type.name) || "";
+  if (GOAL_TYPES[name]) return name;
+  const found = Object.entries(GOAL_TYPES).find(([, label]) => label.toLowerCase() === name.toLowerCase());
+  return found ? found[0] : name;
+}
+
+export function typeLabel(type) {
+  const key = typeKey(type);
+  return GOAL_TYPES[key] || key || "Goal";
+}
+
+// --- dates ---------------------------------------------------------------------------------------------
+const DAY_MS = 86400000;
+
+export function parseDay(text) {
+  const [y, m, d] = String(text).split("-").map(Number);
+  return Date.UTC(y, m - 1, d);
+}
+
+export function formatDay(ms) {
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+export function localToday(now = new Date()) {
+  return Date.UTC(now.getFullYear(), now.getMonth(), now.getDate());
+}
+
+function addMonths(ms, months) {
+  const d = new Date(ms);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + months, 1);
+}
+
+// The interval period that contains `day`: Monday-to-Sunday weeks, calendar months, quarters and years.
+function periodAround(interval, day) {
+  const d = new Date(day);
+  if (interval === "weekly") {
+    const start = day - ((d.getUTCDay() + 6) % 7) * DAY_MS;
+    return [start, start + 6 * DAY_MS];
+  }
+  const months = { monthly: 1, quarterly: 3, yearly: 12 }[interval] || 1;
+  const firstMonth = Math.floor(d.getUTCMonth() / months) * months;
+  const start = Date.UTC(d.getUTCFullYear(), firstMonth, 1);
+  return [start, addMonths(start, months) - DAY_MS];
+}
+
+// The period to show for a goal today: the interval period holding today, clipped to the goal's duration.
+// A goal that has ended shows its last period, one that has not started its first.
+export function currentPeriod(goal, today = localToday()) {
+  const duration = goal.duration || {};
+  const first = duration.start ? parseDay(duration.start) : today;
+  const last = duration.end ? parseDay(duration.end) : null;
+  let when = "current";
+  let ref = today;
+  if (today < first) {
+    when = "future";
+    ref = first;
+  } else if (last !== null && today > last) {
+    when = "past";
+    ref = last;
+  }
+  let [start, end] = periodAround(goal.interval, ref);
+  start = Math.max(start, first);
+  if (last !== null) end = Math.min(end, last);
+  return { start: formatDay(start), end: formatDay(end), when };
+}
+
+// How much of the period has gone by, today included (0..1).
+export function elapsedShare(period, today = localToday()) {
+  if (period.when === "future") return 0;
+  if (period.when === "past") return 1;
+  const start = parseDay(period.start);
+  const days = (parseDay(period.end) - start) / DAY_MS + 1;
+  return Math.min(1, Math.max(0, ((today - start) / DAY_MS + 1) / days));
+}
+
+// --- progress -------------------------------------------------------------------------------------------
+// status: achieved | on_track | behind | upcoming | missed
+export function assess(progress, target, period, today = localToday()) {
+  const ratio = target > 0 ? progress / target : progress > 0 ? 1 : 0;
+  const percent = Math.round(ratio * 100);
+  const expected = elapsedShare(period, today);
+  let status;
+  if (ratio >= 1) status = "achieved";
+  else if (period.when === "future") status = "upcoming";
+  else if (period.when === "past") status = "missed";
+  // A little slack, so a goal one deal short of a straight line on day one is not already "behind".
+  else status = ratio + 0.02 >= expected ? "on_track" : "behind";
+  return { percent, ratio, expected, status };
+}
+
+export const STATUS_LABELS = {
+  achieved: "Achieved",
+  on_track: "On track",
+  behind: "Behind",
+  upcoming: "Not started",
+  missed: "Missed",
+};
+
+// --- words and numbers ----------------------------------------------------------------------------------
+const LOCALE = (typeof navigator !== "undefined" && navigator.language) || "en";
+
+export function formatValue(value, outcome) {
+  const number = Number(value) || 0;
+  if (!outcome || outcome.tracking_metric !== "sum") {
+    return new Intl.NumberFormat(LOCALE, { maximumFractionDigits: 2 }).format(number);
+  }
+  const code = CURRENCIES[outcome.currency_id];
+  if (!code) {
+    const plain = new Intl.NumberFormat(LOCALE, { maximumFractionDigits: 2 }).format(number);
+    return outcome.currency_id ? `${plain} (currency #${outcome.currency_id})` : plain;
+  }
+  return new Intl.NumberFormat(LOCALE, {
+    style: "currency",
+    currency: code,
+    maximumFractionDigits: number >= 1000 ? 0 : 2,
+  }).format(number);
+}
+
+export function formatPeriod(period) {
+  const start = new Date(parseDay(period.start));
+  const end = new Date(parseDay(period.end));
+  const format = new Intl.DateTimeFormat(LOCALE, { day: "numeric", month: "short", year: "numeric", timeZone: "UTC" });
+  return period.start === period.end ? format.format(start) : format.formatRange(start, end);
+}
+
+// "3 days left", "ended", "starts in 5 days": what a seller wants to know about the period.
+export function periodNote(period, today = localToday()) {
+  const days = (a, b) => Math.round((a - b) / DAY_MS);
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  if (period.when === "past") return "ended";
+  if (period.when === "future") return `starts in ${plural(days(parseDay(period.start), today), "day")}`;
+  const left = days(parseDay(period.end), today);
+  return left === 0 ? "last day" : `${plural(left, "day")} left`;
+}
+
+export function assigneeLabel(assignee, me) {
+  if (!assignee) return "";
+  if (assignee.type === "company") return "Company";
+  if (assignee.type === "team") return `Team #${assignee.id}`;
+  return Number(assignee.id) === Number(me) ? "You" : `User #${assignee.id}`;
+}
+
+export function metaLine(goal, me) {
+  const interval = INTERVALS[goal.interval] ? `per ${INTERVALS[goal.interval]}` : goal.interval;
+  return [typeLabel(goal.type), interval, assigneeLabel(goal.assignee, me)].filter(Boolean).join(" · ");
+}

@@ -1,0 +1,110 @@
+// The goal list: groups of cards built from the <template id="goal-card"> markup, each filled in once its
+// progress arrives. Text goes in through textContent only, so nothing from the API is ever parsed as HTML.
+
+import {
+  GOAL_TYPES,
+  STATUS_LABELS,
+  assess,
+  currentPeriod,
+  formatPeriod,
+  formatValue,
+  metaLine,
+  periodNote,
+  typeKey,
+} from "./panel-goals.js";
+
+const $ = (selector, root) => root.querySelector(selector);
+
+export function goalTitle(goal) {
+  return goal.title || GOAL_TYPES[typeKey(goal.type)] || "Goal";
+}
+
+export class GoalList {
+  constructor(root, { me, onEdit, onDelete }) {
+    this.root = root;
+    this.box = $(".goal-groups", root);
+    this.me = me;
+    this.onEdit = onEdit;
+    this.onDelete = onDelete;
+  }
+
+  // groups: [{title, goals}]; progress: Map of goal id -> number | null; filter: {active, type}
+  render(groups, progress, filter) {
+    this.box.replaceChildren();
+    let shown = 0;
+    for (const group of groups) {
+      const goals = filter.type ? group.goals.filter((goal) => typeKey(goal.type) === filter.type) : group.goals;
+      if (!goals.length) continue;
+      shown += goals.length;
+      const heading = document.createElement("h2");
+      heading.className = "group-title";
+      const count = document.createElement("span");
+      count.className = "count";
+      count.textContent = String(goals.length);
+      heading.append(group.title, " ", count);
+      this.box.append(heading, ...goals.map((goal) => this.card(goal)));
+      for (const goal of goals) if (progress.has(goal.id)) this.fill(goal, progress.get(goal.id));
+    }
+    this.empty(shown, groups.some((group) => group.goals.length), filter.active);
+  }
+
+  empty(shown, any, active) {
+    const [title, text, action] = any
+      ? ["No goals of this type", "Pick another type above, or create a goal of this type.", "Create a goal"]
+      : active
+        ? ["No goals yet", "Set a target for deals or activities and follow its progress right here.", "Create your first goal"]
+        : ["No inactive goals", "Goals you deactivate in Pipedrive are listed here.", "Create a goal"];
+    $(".empty", this.root).hidden = shown > 0;
+    $(".empty-title", this.root).textContent = title;
+    $(".empty-text", this.root).textContent = text;
+    $(".empty .button", this.root).textContent = action;
+  }
+
+  card(goal) {
+    const node = document.getElementById("goal-card").content.firstElementChild.cloneNode(true);
+    const title = goalTitle(goal);
+    node.dataset.goalId = goal.id;
+    node.classList.add("pending");
+    $(".goal-title", node).textContent = title;
+    $(".goal-meta", node).textContent = metaLine(goal, this.me);
+    $(".goal-value", node).textContent = "Loading progress…";
+    $(".bar", node).setAttribute("aria-label", `Progress of ${title}`);
+    const edit = $('[data-action="edit-goal"]', node);
+    const remove = $('[data-action="delete-goal"]', node);
+    edit.setAttribute("aria-label", `Edit ${title}`);
+    remove.setAttribute("aria-label", `Delete ${title}`);
+    edit.addEventListener("click", () => this.onEdit(goal));
+    remove.addEventListener("click", () => this.onDelete(goal));
+    return node;
+  }
+
+  // progress: the goal's result for its current period, or null when it could not be read.
+  fill(goal, progress) {
+    const node = $(`.goal[data-goal-id="${CSS.escape(goal.id)}"]`, this.box);
+    if (!node) return;
+    const period = currentPeriod(goal);
+    node.classList.remove("pending");
+    $(".goal-period", node).textContent = `${formatPeriod(period)} · ${periodNote(period)}`;
+    if (progress === null) {
+      $(".goal-value", node).textContent = "Progress not available right now";
+      return;
+    }
+    const outcome = goal.expected_outcome || {};
+    const result = assess(progress, Number(outcome.target) || 0, period);
+    const chip = $(".chip", node);
+    chip.textContent = STATUS_LABELS[result.status];
+    chip.className = `chip ${result.status}`;
+    node.dataset.status = result.status;
+    const bar = $(".bar", node);
+    const pace = $(".bar-pace", node);
+    // CSSOM writes are allowed by the CSP (only inline style attributes and <style> elements are not).
+    $(".bar-fill", node).style.width = `${Math.min(100, result.percent)}%`;
+    pace.style.left = `${Math.round(result.expected * 100)}%`;
+    pace.hidden = period.when !== "current";
+    pace.title = `Where a steady pace would be today: ${Math.round(result.expected * 100)}%`;
+    bar.classList.add(result.status);
+    bar.setAttribute("aria-valuenow", String(Math.min(100, result.percent)));
+    $(".goal-value", node).textContent = `${formatValue(progress, outcome)} of ${formatValue(outcome.target, outcome)}`;
+    $(".goal-percent", node).textContent = `${result.percent}%`;
+  }
+}

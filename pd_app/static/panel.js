@@ -1,0 +1,309 @@
+// The Goals panel inside Pipedrive: boots the SDK, loads goals and their progress through the proxy, and gives
+// every outcome a screen. Markup lives in templates/panel.html; this file only fills it in and toggles it.
+
+import { Api, Host } from "./panel-api.js";
+import { GoalForm } from "./panel-form.js";
+import { GOAL_TYPES, currentPeriod } from "./panel-goals.js";
+import { GoalList, goalTitle } from "./panel-list.js";
+
+const app = document.getElementById("app");
+const $ = (selector, root = app) => root.querySelector(selector);
+const $$ = (selector, root = app) => Array.from(root.querySelectorAll(selector));
+
+// Take Pipedrive's JWT out of the address bar (history, copied links, screenshots) before anything else runs.
+const query = new URLSearchParams(window.location.search);
+const initialToken = query.get("token") || "";
+if (query.has("token")) {
+  query.delete("token");
+  const rest = query.toString();
+  window.history.replaceState(window.history.state, "", window.location.pathname + (rest ? `?${rest}` : ""));
+}
+
+const PROGRESS_CONCURRENCY = 4;
+const state = {
+  me: Number(app.dataset.userId),
+  company: Number(app.dataset.companyId),
+  active: "true",
+  type: "",
+  groups: [],
+  progress: new Map(), // goal id -> progress of its current period (null: not available)
+  loadSeq: 0,
+  loadedAt: 0,
+  countdown: null,
+};
+
+let toastTimer = null;
+function toast(message) {
+  const box = $(".toast");
+  box.textContent = message;
+  box.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (box.hidden = true), 4000);
+}
+
+function applyTheme(theme) {
+  document.documentElement.className = theme === "dark" ? "theme-dark" : "theme-light";
+}
+
+const host = new Host({
+  initialToken,
+  onTheme: applyTheme,
+  // Coming back into view after a while: show fresh numbers.
+  onVisible: () => app.dataset.screen === "list" && Date.now() - state.loadedAt > 60000 && loadGoals(),
+  toast,
+});
+const api = new Api(app.dataset.apiBase, host);
+
+// --- screens --------------------------------------------------------------------------------------------
+function show(name) {
+  for (const section of $$(".screen")) section.hidden = section.dataset.screenName !== name;
+  app.dataset.screen = name;
+  if (name !== "rate_limited") stopCountdown();
+  fitFrame();
+}
+
+function fitFrame() {
+  host.resize(app.getBoundingClientRect().height);
+}
+
+function showError(message) {
+  $(".error-text").textContent = message || "The panel ran into a problem. Reloading it usually helps.";
+  show("error");
+}
+
+// Never a blank frame: a script error anywhere becomes the error screen.
+window.addEventListener("error", () => showError());
+window.addEventListener("unhandledrejection", () => showError());
+
+function stopCountdown() {
+  clearInterval(state.countdown);
+  state.countdown = null;
+}
+
+function showRateLimited(seconds) {
+  let left = seconds || 30;
+  const render = () => {
+    $(".countdown").textContent = left === 1 ? "1 second" : `${left} seconds`;
+  };
+  show("rate_limited");
+  render();
+  state.countdown = setInterval(() => {
+    left -= 1;
+    if (left > 0) return render();
+    stopCountdown();
+    loadGoals();
+  }, 1000);
+}
+
+function showUnreachable(err) {
+  const appDown = err.code === "network";
+  $(".unreachable-title").textContent = appDown
+    ? "The Goals app is not reachable right now"
+    : "Pipedrive is not reachable right now";
+  $(".unreachable-text").textContent = appDown
+    ? "Check your connection; your goals are safe in Pipedrive."
+    : "Your goals are safe. This is usually over within a few minutes.";
+  show("unreachable");
+}
+
+// The screen for a failure that stops the whole panel; false when the caller should handle it itself.
+function showFailure(err) {
+  switch (err.code) {
+    case "not_installed":
+      show("install");
+      return true;
+    case "reauth_required":
+      show("reauth");
+      return true;
+    case "unauthorized":
+      show("denied");
+      return true;
+    case "rate_limited":
+      showRateLimited(err.retryAfter);
+      return true;
+    case "network":
+    case "upstream_unavailable":
+    case "outcome_unknown":
+    case "upstream_error":
+      showUnreachable(err);
+      return true;
+    default:
+      return false;
+  }
+}
+
+// --- the list -------------------------------------------------------------------------------------------
+async function loadGoals() {
+  const seq = ++state.loadSeq;
+  if (app.dataset.screen !== "list") show("loading");
+  try {
+    const filter = { is_active: state.active };
+    const [mine, company] = await Promise.all([
+      api.find(filter),
+      api.find({ ...filter, "assignee.type": "company" }),
+    ]);
+    if (seq !== state.loadSeq) return;
+    const seen = new Set(mine.map((goal) => goal.id));
+    state.groups = [
+      { title: "Your goals", goals: mine },
+      { title: "Company goals", goals: company.filter((goal) => !seen.has(goal.id)) },
+    ];
+    state.loadedAt = Date.now();
+    state.progress.clear();
+    renderList();
+    show("list");
+    await loadProgress(seq);
+  } catch (err) {
+    if (seq === state.loadSeq && !showFailure(err)) showError(err.message);
+  }
+}
+
+async function loadProgress(seq) {
+  const queue = state.groups.flatMap((group) => group.goals).filter((goal) => !state.progress.has(goal.id));
+  const worker = async () => {
+    while (queue.length && seq === state.loadSeq) {
+      const goal = queue.shift();
+      let progress = null;
+      try {
+        progress = await api.progress(goal.id, currentPeriod(goal));
+      } catch (err) {
+        if (["rate_limited", "not_installed", "reauth_required", "unauthorized"].includes(err.code)) throw err;
+      }
+      if (seq !== state.loadSeq) return;
+      state.progress.set(goal.id, progress);
+      list.fill(goal, progress);
+    }
+  };
+  await Promise.all(Array.from({ length: PROGRESS_CONCURRENCY }, worker));
+}
+
+const list = new GoalList($('[data-screen-name="list"]'), {
+  me: state.me,
+  onEdit: (goal) => openForm(goal),
+  onDelete: (goal) => deleteGoal(goal),
+});
+
+function renderList() {
+  list.render(state.groups, state.progress, { active: state.active === "true", type: state.type });
+  fitFrame();
+}
+
+// --- create, edit, delete -------------------------------------------------------------------------------
+const form = new GoalForm($('[data-screen-name="form"]'), {
+  me: state.me,
+  company: state.company,
+  onSubmit: saveGoal,
+  onCancel: () => show("list"),
+  onDelete: (goal) => deleteGoal(goal),
+});
+
+function openForm(goal) {
+  form.open(goal || null);
+  show("form");
+  form.focus();
+}
+
+async function saveGoal(goal, body) {
+  try {
+    if (goal) await api.update(goal.id, body);
+    else await api.add(body);
+  } catch (err) {
+    return saveFailed(err);
+  }
+  host.snackbar(goal ? "Goal saved" : "Goal created");
+  if (!goal) state.active = "true";
+  syncFilters();
+  show("list");
+  loadGoals();
+}
+
+function saveFailed(err) {
+  if (err.code === "validation_failed") return form.showDetails(err.details);
+  if (err.code === "rate_limited") {
+    return form.alert(`Pipedrive asked us to slow down. Nothing was saved; try again in ${err.retryAfter || 30} seconds.`);
+  }
+  if (err.code === "outcome_unknown") {
+    return form.alert("Pipedrive did not answer in time: the goal may or may not have been saved. Check the list before trying again.");
+  }
+  if (err.code === "upstream_unavailable" || err.code === "network" || err.code === "upstream_error") {
+    return form.alert("Pipedrive is not reachable right now. Nothing was saved; try again in a moment.");
+  }
+  if (err.code === "not_found") {
+    host.snackbar("This goal no longer exists");
+    show("list");
+    return loadGoals();
+  }
+  if (!showFailure(err)) form.alert(err.message);
+}
+
+async function deleteGoal(goal) {
+  const title = goalTitle(goal);
+  let confirmed = false;
+  try {
+    confirmed = await host.confirm({
+      title: "Delete this goal?",
+      description: `“${title}” will be deleted for everyone in your company. This cannot be undone.`,
+      okText: "Delete",
+    });
+  } catch (_) {
+    host.snackbar("Pipedrive could not ask for a confirmation; nothing was deleted");
+  }
+  if (!confirmed) return;
+  try {
+    await api.remove(goal.id);
+    host.snackbar("Goal deleted");
+  } catch (err) {
+    if (err.code !== "not_found") {
+      if (!showFailure(err)) host.snackbar(`The goal was not deleted: ${err.message}`);
+      return;
+    }
+    host.snackbar("This goal was already deleted");
+  }
+  show("list");
+  loadGoals();
+}
+
+// --- wiring ---------------------------------------------------------------------------------------------
+function syncFilters() {
+  for (const radio of $$('input[name="active"]')) radio.checked = radio.value === state.active;
+  $("#type-filter").value = state.type;
+}
+
+function wire() {
+  const typeFilter = $("#type-filter");
+  for (const [value, label] of Object.entries(GOAL_TYPES)) typeFilter.add(new Option(label, value));
+  typeFilter.addEventListener("change", () => {
+    state.type = typeFilter.value;
+    renderList();
+  });
+  for (const radio of $$('input[name="active"]')) {
+    radio.addEventListener("change", () => {
+      state.active = radio.value;
+      loadGoals();
+    });
+  }
+  for (const button of $$('[data-action="new-goal"]')) button.addEventListener("click", () => openForm(null));
+  for (const button of $$('[data-action="retry"]')) button.addEventListener("click", () => loadGoals());
+  for (const button of $$('[data-action="check-again"]')) button.addEventListener("click", reloadPanel);
+  new ResizeObserver(fitFrame).observe(app);
+}
+
+// Load the panel again with a fresh JWT, as Pipedrive would (after installing in the other window).
+async function reloadPanel() {
+  const token = await host.bearer(true).catch(() => initialToken);
+  const next = new URLSearchParams(window.location.search);
+  next.set("token", token);
+  window.location.replace(`${window.location.pathname}?${next}`);
+}
+
+async function boot() {
+  wire();
+  const first = app.dataset.screen;
+  const ready = host.initialize(app.getBoundingClientRect().height);
+  if (first === "ready") loadGoals(); // with the page's own JWT while the SDK starts
+  else show(first);
+  await ready;
+  fitFrame();
+}
+
+boot();
