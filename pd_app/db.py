@@ -33,7 +33,12 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40)
+    # At most 10 connections per process, kept open: every gunicorn worker (64 threads) holds one only while
+    # it talks to the database, never while Pipedrive answers, and threads beyond 10 wait their turn. The
+    # old 10 + 40 overflow let 4 workers open 200, past PostgreSQL's default max_connections (100): under
+    # load, requests failed with "too many clients" (bench/RESULTS.md); overflow connections also churned.
+    # workers x 10 x instances must stay under the server's max_connections.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=0)
 
 
 def init_app(app: Flask) -> None:

@@ -134,26 +134,33 @@ class PipedriveClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.allow_list = DomainAllowList(settings.api_domains)
-        # One Authlib session per app: a requests.Session, so every call shares its keep-alive pool.
-        # It holds no token of its own (API calls pass theirs explicitly), so Authlib never refreshes
-        # behind the token store's back.
-        self.http = OAuth2Session(
-            settings.client_id,
-            settings.client_secret,
+        # One connection pool per app, shared by every call. API calls go through `self.http` and pass
+        # their token explicitly, so Authlib never refreshes behind the token store's back.
+        self._adapter = HTTPAdapter(pool_connections=20, pool_maxsize=200, max_retries=0)
+        self.http = self._session()
+
+    def _session(self) -> OAuth2Session:
+        session = OAuth2Session(
+            self.settings.client_id,
+            self.settings.client_secret,
             token_endpoint_auth_method="client_secret_basic",
         )
-        adapter = HTTPAdapter(pool_connections=20, pool_maxsize=200, max_retries=0)
-        self.http.mount("https://", adapter)
-        self.http.mount("http://", adapter)
-        self.http.headers["User-Agent"] = "pd_app/0.1"
-        self.http.register_compliance_hook("access_token_response", _check_token_response)
-        self.http.register_compliance_hook("refresh_token_response", _check_token_response)
+        session.mount("https://", self._adapter)
+        session.mount("http://", self._adapter)
+        session.headers["User-Agent"] = "pd_app/0.1"
+        session.register_compliance_hook("access_token_response", _check_token_response)
+        session.register_compliance_hook("refresh_token_response", _check_token_response)
+        return session
 
     def close(self) -> None:
         self.http.close()
 
     # -- token endpoint -------------------------------------------------------------------------
-    def _token_call(self, fn, *args, **kwargs) -> dict:  # noqa: ANN001
+    def _token_call(self, method: str, *args, **kwargs) -> dict:  # noqa: ANN002, ANN003
+        # A session of its own for each token call (on the shared pool): Authlib keeps the token it
+        # fetched on the session (`session.token = ...; return session.token`), so threads sharing one
+        # session could each get the other's answer: one installation stored with another's tokens.
+        fn = getattr(self._session(), method)
         try:
             return dict(fn(*args, timeout=self.settings.token_timeout, **kwargs))
         except OAuthError as exc:
@@ -163,7 +170,7 @@ class PipedriveClient:
 
     def exchange_code(self, code: str) -> dict:
         return self._token_call(
-            self.http.fetch_token,
+            "fetch_token",
             self.settings.oauth_url + "/oauth/token",
             grant_type="authorization_code",
             code=code,
@@ -172,7 +179,7 @@ class PipedriveClient:
 
     def refresh(self, refresh_token: str) -> dict:
         return self._token_call(
-            self.http.refresh_token, self.settings.oauth_url + "/oauth/token", refresh_token=refresh_token
+            "refresh_token", self.settings.oauth_url + "/oauth/token", refresh_token=refresh_token
         )
 
     def revoke(self, token: str, hint: str = "refresh_token") -> None:

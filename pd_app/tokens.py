@@ -192,6 +192,10 @@ def refresh(session: Session, inst: Installation, *, seen_version: int, force: b
     settings = current_app.config["SETTINGS"]
     # End the caller's transaction first: on SQLite its old snapshot could not write after ours commits.
     session.commit()
+    # The caller's session is brought up to date (`_sync`) only after the lock is gone. Doing it under the
+    # lock needs a second pooled connection while we hold one, and when the threads queued on the lock
+    # hold the rest of the pool, we wait for them while they wait for us (until the pool timeout, 30 s).
+    reauth = False
     with db.locking_session() as locked:
         row = locked.scalar(select(Installation).where(Installation.id == inst.id).with_for_update())
         if row is None or row.status == "uninstalled" or not row.refresh_token_enc:
@@ -201,36 +205,40 @@ def refresh(session: Session, inst: Installation, *, seen_version: int, force: b
         someone_refreshed = row.version != seen_version
         if someone_refreshed or (not force and not _needs_refresh(row, settings.refresh_margin_s)):
             token = cipher().decrypt(row, "access_token", row.access_token_enc)
-            _sync(session, inst)
-            return token
-        refresh_token = cipher().decrypt(row, "refresh_token", row.refresh_token_enc)
-        try:
-            response = client().refresh(refresh_token)
-            client().check_domain(str(response.get("api_domain", "")))
-        except TokenEndpointError as exc:
-            if exc.error != "invalid_grant":
-                audit("refresh_failed", company_id=row.company_id, user_id=row.user_id, error=exc.error)
-                raise TokenServiceUnavailable(exc.error) from None
-            row.status = "reauth_required"
-            locked.commit()
-            audit("reauth_required", company_id=row.company_id, user_id=row.user_id, error=exc.error)
-            _sync(session, inst)
-            raise ReauthRequired() from None
-        except TokenEndpointUnavailable as exc:
-            audit("refresh_failed", company_id=row.company_id, user_id=row.user_id, error=str(exc))
-            raise TokenServiceUnavailable(str(exc)) from None
-        except (DomainNotAllowed, KeyError):
-            audit("refresh_refused", company_id=row.company_id, user_id=row.user_id, reason="api_domain")
-            raise TokenServiceUnavailable(
-                "token response with an api_domain outside the allow-list"
-            ) from None
-        _apply_token_response(row, response)
-        row.last_refreshed_at = utcnow()
-        # The mapper's version_id_col makes this UPDATE carry `WHERE version = <read under the lock>`.
-        locked.commit()
-        audit("token_refreshed", company_id=row.company_id, user_id=row.user_id, forced=force)
+        else:
+            token, reauth = _refresh_locked(locked, row, force)
     _sync(session, inst)
-    return str(response["access_token"])
+    if reauth:
+        raise ReauthRequired()
+    return token
+
+
+def _refresh_locked(locked: Session, row: Installation, force: bool) -> tuple[str, bool]:
+    """Call the token endpoint for the locked row and commit its outcome: (access token, reauth required)."""
+    refresh_token = cipher().decrypt(row, "refresh_token", row.refresh_token_enc)
+    try:
+        response = client().refresh(refresh_token)
+        client().check_domain(str(response.get("api_domain", "")))
+    except TokenEndpointError as exc:
+        if exc.error != "invalid_grant":
+            audit("refresh_failed", company_id=row.company_id, user_id=row.user_id, error=exc.error)
+            raise TokenServiceUnavailable(exc.error) from None
+        row.status = "reauth_required"
+        locked.commit()
+        audit("reauth_required", company_id=row.company_id, user_id=row.user_id, error=exc.error)
+        return "", True
+    except TokenEndpointUnavailable as exc:
+        audit("refresh_failed", company_id=row.company_id, user_id=row.user_id, error=str(exc))
+        raise TokenServiceUnavailable(str(exc)) from None
+    except (DomainNotAllowed, KeyError):
+        audit("refresh_refused", company_id=row.company_id, user_id=row.user_id, reason="api_domain")
+        raise TokenServiceUnavailable("token response with an api_domain outside the allow-list") from None
+    _apply_token_response(row, response)
+    row.last_refreshed_at = utcnow()
+    # The mapper's version_id_col makes this UPDATE carry `WHERE version = <read under the lock>`.
+    locked.commit()
+    audit("token_refreshed", company_id=row.company_id, user_id=row.user_id, forced=force)
+    return str(response["access_token"]), False
 
 
 def _sync(session: Session, inst: Installation) -> None:
