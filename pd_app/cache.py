@@ -27,9 +27,9 @@ LOCAL_MAX_ENTRIES = 5000
 
 
 def _key(
-    company_id: int, installation_id: int, generation: int, op: str, params: list[tuple[str, str]]
+    company_id: int, installation_id: int, generation: int, path: str, params: list[tuple[str, str]]
 ) -> str:
-    digest = hashlib.sha256(json.dumps([op, params]).encode()).hexdigest()[:32]
+    digest = hashlib.sha256(json.dumps([path, params]).encode()).hexdigest()[:32]
     return f"pd_app:goals:{company_id}:{generation}:{installation_id}:{digest}"
 
 
@@ -104,9 +104,14 @@ class GoalsCache:
                 self._local.popitem(last=False)
 
     def key_for(
-        self, session: Session, company_id: int, installation_id: int, op: str, params: list[tuple[str, str]]
+        self,
+        session: Session,
+        company_id: int,
+        installation_id: int,
+        path: str,
+        params: list[tuple[str, str]],
     ) -> str:
-        return _key(company_id, installation_id, self.generation(session, company_id), op, params)
+        return _key(company_id, installation_id, self.generation(session, company_id), path, params)
 
 
 def init_app(app: Flask) -> None:

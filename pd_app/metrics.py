@@ -43,6 +43,11 @@ def upstream(op: str, outcome: str, seconds: float) -> None:
     m.upstream_latency.labels(op).observe(seconds)
 
 
+def cache_hit(op: str) -> None:
+    m: Metrics = current_app.extensions["pd_metrics"]
+    m.upstream_calls.labels(op, "cache_hit").inc()
+
+
 def _start() -> None:
     g.metrics_started = time.perf_counter()
 

@@ -123,15 +123,37 @@ def forward(
 ) -> tuple[Any, int]:
     """Send one request upstream; on a 401 refresh once and retry once. Returns (body, status) for 2xx.
 
-    Reads (GET) may be answered from the goals cache; a successful write invalidates the company's reads.
+    Reads (GET) may be answered from the goals cache; every write invalidates the company's cached reads.
     """
     inst = installation_for(session, principal)
-    cache_key = _cached_key(session, inst, op, params) if method == "GET" else None
-    if cache_key is not None:
-        hit = _cache_call(goals_cache().get, cache_key)
+    if method == "GET":
+        cache_key = _cached_key(session, inst, path, params)
+        hit = _cache_call(goals_cache().get, cache_key) if cache_key is not None else None
         if hit is not None:
-            metrics.upstream(op, "cache_hit", 0.0)
+            metrics.cache_hit(op)
             return hit, 200
+        body, status = _forward_upstream(session, inst, op, method, path, params, json)
+        if cache_key is not None and status == 200:
+            _cache_call(goals_cache().put, cache_key, body)
+        return body, status
+    # A write invalidates the company's cached reads before it goes out and again once it has an outcome of
+    # any kind: a read racing the write, or a write that timed out but happened, must not stay cached.
+    _cache_call(goals_cache().invalidate, session, inst.company_id)
+    try:
+        return _forward_upstream(session, inst, op, method, path, params, json)
+    finally:
+        _cache_call(goals_cache().invalidate, session, inst.company_id)
+
+
+def _forward_upstream(
+    session: Session,
+    inst: Installation,
+    op: str,
+    method: str,
+    path: str,
+    params: list[tuple[str, str]] | None,
+    json: Any,
+) -> tuple[Any, int]:
     token = _token(session, inst)
     # Give the connection back to the pool while Pipedrive answers (100-300 ms, sometimes seconds).
     session.commit()
@@ -146,21 +168,18 @@ def forward(
             raise ApiError(
                 502, "upstream_error", "Pipedrive answered with a body that is not JSON.", "Retry later."
             )
-        if cache_key is not None and resp.status == 200:
-            _cache_call(goals_cache().put, cache_key, resp.body)
-        elif method != "GET":
-            _cache_call(goals_cache().invalidate, session, inst.company_id)
         return resp.body, resp.status
     raise _map_error(resp, method)
 
 
 def _cached_key(
-    session: Session, inst: Installation, op: str, params: list[tuple[str, str]] | None
+    session: Session, inst: Installation, path: str, params: list[tuple[str, str]] | None
 ) -> str | None:
+    """The read's cache key: the upstream path (so each goal's results are their own entry) and query."""
     cache = goals_cache()
     if not cache.enabled or inst.status != "active":
         return None
-    return _cache_call(cache.key_for, session, inst.company_id, inst.id, op, params or [])
+    return _cache_call(cache.key_for, session, inst.company_id, inst.id, path, params or [])
 
 
 def _cache_call(fn, *args):  # noqa: ANN001, ANN202

@@ -8,7 +8,10 @@ column fails to decrypt there. There is no plaintext fallback.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -74,8 +77,40 @@ def cipher() -> TokenCipher:
     return current_app.extensions["pd_cipher"]
 
 
+TRANSIENT_BACKOFF_S = 10.0
+
+
+@dataclass
+class RefreshGate:
+    """Per process: one thread at a time per installation heads for the database lock, and after a transient
+    token-endpoint failure the others answer at once instead of each trying (and waiting) again.
+
+    Threads wait here without holding a database connection, so a slow token endpoint cannot drain the pool
+    and stall other companies' requests.
+    """
+
+    _locks: dict[int, threading.Lock] = field(default_factory=dict)
+    _failed_until: dict[int, float] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+    clock: Callable[[], float] = time.monotonic
+
+    def lock(self, installation_id: int) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(installation_id, threading.Lock())
+
+    def backing_off(self, installation_id: int) -> bool:
+        return self._failed_until.get(installation_id, 0.0) > self.clock()
+
+    def failed(self, installation_id: int) -> None:
+        self._failed_until[installation_id] = self.clock() + TRANSIENT_BACKOFF_S
+
+    def succeeded(self, installation_id: int) -> None:
+        self._failed_until.pop(installation_id, None)
+
+
 def init_app(app: Flask) -> None:
     app.extensions["pd_cipher"] = TokenCipher(app.config["SETTINGS"].token_encryption_keys)
+    app.extensions["pd_refresh_gate"] = RefreshGate()
 
 
 @dataclass(frozen=True)
@@ -103,6 +138,18 @@ class Identity:
             user_email=data.get("email"),
             is_admin=is_admin,
         )
+
+
+def check_token_response(token: dict) -> None:
+    """Raise ValueError unless a token response has what the store needs, in usable types."""
+    for name in ("access_token", "api_domain"):
+        if not isinstance(token.get(name), str) or not token[name]:
+            raise ValueError(f"token response without {name}")
+    if token.get("refresh_token") is not None and not isinstance(token["refresh_token"], str):
+        raise ValueError("refresh_token is not a string")
+    expires_in = token.get("expires_in")
+    if expires_in is not None and (isinstance(expires_in, bool) or not str(expires_in).isdigit()):
+        raise ValueError("expires_in is not a number of seconds")
 
 
 def _apply_token_response(inst: Installation, token: dict) -> None:
@@ -195,18 +242,33 @@ def refresh(session: Session, inst: Installation, *, seen_version: int, force: b
     # The caller's session is brought up to date (`_sync`) only after the lock is gone. Doing it under the
     # lock needs a second pooled connection while we hold one, and when the threads queued on the lock
     # hold the rest of the pool, we wait for them while they wait for us (until the pool timeout, 30 s).
+    gate: RefreshGate = current_app.extensions["pd_refresh_gate"]
     reauth = False
-    with db.locking_session() as locked:
-        row = locked.scalar(select(Installation).where(Installation.id == inst.id).with_for_update())
-        if row is None or row.status == "uninstalled" or not row.refresh_token_enc:
-            raise NotInstalled()
-        if row.status == "reauth_required":
-            raise ReauthRequired()
-        someone_refreshed = row.version != seen_version
-        if someone_refreshed or (not force and not _needs_refresh(row, settings.refresh_margin_s)):
-            token = cipher().decrypt(row, "access_token", row.access_token_enc)
-        else:
-            token, reauth = _refresh_locked(locked, row, force)
+    with gate.lock(inst.id):
+        if gate.backing_off(inst.id):
+            raise TokenServiceUnavailable("the token endpoint failed moments ago; not asking again yet")
+        with db.locking_session() as locked:
+            row = locked.scalar(select(Installation).where(Installation.id == inst.id).with_for_update())
+            if row is None or row.status == "uninstalled" or not row.refresh_token_enc:
+                raise NotInstalled()
+            if row.status == "reauth_required":
+                raise ReauthRequired()
+            # Forced (after a 401): refresh unless someone did since the caller read the row. Not forced:
+            # refresh only if the stored token is still due (a version bump alone, e.g. by re-encryption,
+            # does not mean a fresh token).
+            if force:
+                fresh = row.version != seen_version
+            else:
+                fresh = not _needs_refresh(row, settings.refresh_margin_s)
+            if fresh:
+                token = cipher().decrypt(row, "access_token", row.access_token_enc)
+            else:
+                try:
+                    token, reauth = _refresh_locked(locked, row, force)
+                except TokenServiceUnavailable:
+                    gate.failed(inst.id)
+                    raise
+                gate.succeeded(inst.id)
     _sync(session, inst)
     if reauth:
         raise ReauthRequired()
@@ -218,7 +280,8 @@ def _refresh_locked(locked: Session, row: Installation, force: bool) -> tuple[st
     refresh_token = cipher().decrypt(row, "refresh_token", row.refresh_token_enc)
     try:
         response = client().refresh(refresh_token)
-        client().check_domain(str(response.get("api_domain", "")))
+        check_token_response(response)
+        client().check_domain(response["api_domain"])
     except TokenEndpointError as exc:
         if exc.error != "invalid_grant":
             audit("refresh_failed", company_id=row.company_id, user_id=row.user_id, error=exc.error)
@@ -230,9 +293,12 @@ def _refresh_locked(locked: Session, row: Installation, force: bool) -> tuple[st
     except TokenEndpointUnavailable as exc:
         audit("refresh_failed", company_id=row.company_id, user_id=row.user_id, error=str(exc))
         raise TokenServiceUnavailable(str(exc)) from None
-    except (DomainNotAllowed, KeyError):
+    except DomainNotAllowed:
         audit("refresh_refused", company_id=row.company_id, user_id=row.user_id, reason="api_domain")
         raise TokenServiceUnavailable("token response with an api_domain outside the allow-list") from None
+    except ValueError as exc:
+        audit("refresh_refused", company_id=row.company_id, user_id=row.user_id, reason=str(exc))
+        raise TokenServiceUnavailable(str(exc)) from None
     _apply_token_response(row, response)
     row.last_refreshed_at = utcnow()
     # The mapper's version_id_col makes this UPDATE carry `WHERE version = <read under the lock>`.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from datetime import date
 
 import pytest
 import redis
@@ -99,12 +101,57 @@ def test_a_write_is_visible_to_the_next_read_from_another_process(apps, key, san
     assert goal_id not in {g["id"] for g in final}
 
 
-def test_failed_write_does_not_invalidate_but_errors_are_never_cached(apps, key, sandbox):
+def test_errors_are_never_cached(apps, key, sandbox):
     client = apps[0].test_client()
     sandbox.set_knobs(force_api_status={"status": 503, "count": 1})
     assert client.get("/api/v1/goals/find", headers={"x-api-token": key}).status_code == 503
     assert client.get("/api/v1/goals/find", headers={"x-api-token": key}).status_code == 200
     assert finds(sandbox) == 2
+
+
+def test_each_goals_results_are_their_own_entry(apps, key, sandbox):
+    client = apps[0].test_client()
+    everyone = client.get("/api/v1/goals/find?assignee.type=person", headers={"x-api-token": key})
+    goals = everyone.get_json()["data"]["goals"]
+    assert len(goals) >= 2
+    today = date.today().isoformat()
+    period = {"period.start": today, "period.end": today}
+    first = {}
+    for goal in goals[:2]:
+        resp = client.get(
+            f"/api/v1/goals/{goal['id']}/results", query_string=period, headers={"x-api-token": key}
+        )
+        first[goal["id"]] = resp.get_json()["data"]
+        assert first[goal["id"]]["goal"]["id"] == goal["id"]
+    for goal in goals[:2]:
+        resp = client.get(
+            f"/api/v1/goals/{goal['id']}/results", query_string=period, headers={"x-api-token": key}
+        )
+        assert resp.get_json()["data"] == first[goal["id"]]
+    assert sandbox.count("/api/v1/goals/", method="GET") - finds(sandbox) == 2
+    assert first[goals[0]["id"]] != first[goals[1]["id"]]
+
+
+def test_a_write_whose_outcome_is_unknown_still_invalidates(apps, key, sandbox, monkeypatch):
+    """The caller is told to check with find before retrying: that find must not come from the cache."""
+    from dataclasses import replace
+
+    client = apps[0].test_client()
+    before = client.get("/api/v1/goals/find", headers={"x-api-token": key}).get_json()["data"]["goals"]
+    pd_client = apps[0].extensions["pd_client"]
+    monkeypatch.setattr(pd_client, "settings", replace(pd_client.settings, upstream_timeout=0.3))
+    sandbox.set_knobs(api_delay_s=0.6)
+    resp = client.post("/api/v1/goals", json=GOAL, headers={"x-api-token": key})
+    assert resp.status_code == 504 and resp.get_json()["code"] == "outcome_unknown"
+    # Pipedrive (the sandbox) finishes the write after our timeout.
+    deadline = time.monotonic() + 5
+    while sandbox.count("/api/v1/goals", method="POST", status=200) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sandbox.set_knobs(api_delay_s=0.0)
+    monkeypatch.undo()
+    after = client.get("/api/v1/goals/find", headers={"x-api-token": key}).get_json()["data"]["goals"]
+    assert len(after) == len(before) + 1
+    assert "Cached?" in {g["title"] for g in after}
 
 
 def test_cache_store_outage_falls_back_to_pipedrive(clean_db, sandbox_server, sandbox, installer, make_key):

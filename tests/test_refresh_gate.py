@@ -1,0 +1,75 @@
+"""A failing token endpoint: one attempt per installation per process, then immediate 503s for a while."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from pd_app.db import get_session
+from pd_app.models import Installation, utcnow
+
+
+def _make_due(app) -> None:  # noqa: ANN001
+    with app.app_context():
+        session = get_session()
+        inst = session.scalar(select(Installation).where(Installation.user_id == 2001))
+        inst.access_token_expires_at = utcnow() + timedelta(seconds=30)
+        session.commit()
+
+
+def test_concurrent_requests_during_an_outage_ask_the_token_endpoint_once(app, installer, make_key, sandbox):
+    installer.install(user_id=2001)
+    key = make_key(user_id=2001)
+    _make_due(app)
+    sandbox.set_knobs(refresh_error=500, token_delay_s=0.3)
+    sandbox.clear_calls()
+    statuses: list[int] = []
+    barrier = threading.Barrier(10)
+
+    def call() -> None:
+        client = app.test_client()
+        barrier.wait(5)
+        resp = client.get("/api/v1/goals/find", headers={"x-api-token": key})
+        statuses.append(resp.status_code)
+        assert resp.get_json()["code"] == "upstream_unavailable" and resp.headers["Retry-After"]
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert statuses == [503] * 10
+    # Without the gate, each request would have queued for the lock and tried again.
+    assert sandbox.count("/oauth/token", grant_type="refresh_token") == 1
+    assert sandbox.count("/api/") == 0
+
+
+def test_after_the_backoff_a_recovered_endpoint_is_used_again(app, installer, make_key, sandbox):
+    installer.install(user_id=2001)
+    key = make_key(user_id=2001)
+    _make_due(app)
+    sandbox.set_knobs(refresh_error=500)
+    client = app.test_client()
+    assert client.get("/api/v1/goals/find", headers={"x-api-token": key}).status_code == 503
+    sandbox.set_knobs(refresh_error=None)
+    # Still inside the backoff: answered at once, Pipedrive not asked.
+    assert client.get("/api/v1/goals/find", headers={"x-api-token": key}).status_code == 503
+    assert sandbox.count("/oauth/token", grant_type="refresh_token") == 1
+    gate = app.extensions["pd_refresh_gate"]
+    now = gate.clock()
+    gate.clock = lambda: now + 11  # past the 10 s backoff
+    assert client.get("/api/v1/goals/find", headers={"x-api-token": key}).status_code == 200
+    assert sandbox.count("/oauth/token", grant_type="refresh_token", status=200) == 1
+
+
+def test_other_installations_are_not_held_back(app, installer, make_key, sandbox):
+    installer.install(user_id=2001)
+    installer.install(user_id=2002)
+    ada, sam = make_key(user_id=2001), make_key(user_id=2002)
+    _make_due(app)
+    sandbox.set_knobs(refresh_error=500)
+    client = app.test_client()
+    assert client.get("/api/v1/goals/find", headers={"x-api-token": ada}).status_code == 503
+    assert client.get("/api/v1/goals/find", headers={"x-api-token": sam}).status_code == 200
