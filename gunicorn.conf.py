@@ -19,4 +19,6 @@ keepalive = 5
 # Pipedrive's JWT and the OAuth callback carries an authorization code.
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+# The error log names the raw URI when a request fails inside gunicorn: this logger drops its query string.
+logger_class = "pd_app.gunicorn_logging.QuerylessLogger"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
