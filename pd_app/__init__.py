@@ -40,7 +40,9 @@ def create_app(
         MAX_CONTENT_LENGTH=64 * 1024,
         TESTING=settings.env == "test",
     )
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    # Behind one proxy: trust its client address and scheme. Not its Host: every URL the app hands out is
+    # built from PUBLIC_URL, and a forged X-Forwarded-Host must not change request.host.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
     logs.init_app(app)
     db.init_app(app)
     tokens.init_app(app)
