@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from pd_app.db import get_session
+from pd_app.lifecycle import refresh_due
 from pd_app.models import Installation, utcnow
 
 
@@ -73,3 +74,42 @@ def test_other_installations_are_not_held_back(app, installer, make_key, sandbox
     client = app.test_client()
     assert client.get("/api/v1/goals/find", headers={"x-api-token": ada}).status_code == 503
     assert client.get("/api/v1/goals/find", headers={"x-api-token": sam}).status_code == 200
+
+
+def test_refresh_due_on_two_instances_at_once_refreshes_each_installation_once(
+    clean_db, sandbox_server, installer, make_key, sandbox
+):
+    """The cron line runs on every instance: two app instances (own gates, one database) at the same time."""
+    from pd_app import create_app
+
+    from .conftest import app_environ
+
+    installer.install(user_id=2001)
+    installer.install(user_id=2002)
+    instances = [create_app(environ=app_environ(clean_db, sandbox_server.url)) for _ in range(2)]
+    with instances[0].app_context():
+        session = get_session()
+        for inst in session.scalars(select(Installation)).all():
+            inst.refresh_token_used_at = utcnow() - timedelta(days=40)
+        session.commit()
+    sandbox.set_knobs(token_delay_s=0.5)  # long enough for the two runs to overlap
+    sandbox.clear_calls()
+    outcomes = []
+    barrier = threading.Barrier(2)
+
+    def run(app) -> None:  # noqa: ANN001
+        # What `flask tokens refresh-due` calls (click's test runner swaps sys.stdout: not for threads).
+        with app.app_context():
+            barrier.wait(5)
+            outcomes.append(refresh_due(get_session(), timedelta(days=30)))
+
+    threads = [threading.Thread(target=run, args=(app,)) for app in instances]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(outcomes) == 2 and all(not o.failed and not o.reauth for o in outcomes)
+    assert sandbox.count("/oauth/token", grant_type="refresh_token") == 2
+    for app in instances:
+        app.extensions["pd_client"].close()
+        app.extensions["pd_db"]["engine"].dispose()
