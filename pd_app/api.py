@@ -40,7 +40,10 @@ def _json_body() -> object:
         raise ApiError(
             415, "unsupported_media_type", "The body must be JSON.", "Send `Content-Type: application/json`."
         )
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser's stack: not JSON we can use
+        body = None
     if body is None and request.get_data(cache=True).strip() not in (b"null",):
         raise ApiError(
             400,

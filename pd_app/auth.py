@@ -9,10 +9,11 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 import jwt
 from flask import current_app, g, request
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from .errors import ApiError
@@ -20,6 +21,7 @@ from .models import PartnerKey, utcnow
 
 KEY_PREFIX = "pdk_"
 JWT_LEEWAY_S = 30
+TOUCH_EVERY = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -97,12 +99,22 @@ def _touch(session: Session, row: PartnerKey) -> None:
     last = row.last_used_at
     if last is not None and last.tzinfo is None:
         last = last.replace(tzinfo=now.tzinfo)
-    if last is None or (now - last).total_seconds() >= 60:
+    if last is None or now - last >= TOUCH_EVERY:
         # End the read first: on SQLite a write from a transaction whose snapshot another process has
         # since moved past fails at once with "database is locked" (the busy timeout never applies),
         # which is what many requests with one key at once did. A fresh write transaction waits instead.
         session.commit()
-        session.execute(update(PartnerKey).where(PartnerKey.id == row.id).values(last_used_at=now))
+        # The condition is checked again in SQL: of the requests that all read a stale time, the first
+        # writes and the rest match no row.
+        session.execute(
+            update(PartnerKey)
+            .where(
+                PartnerKey.id == row.id,
+                or_(PartnerKey.last_used_at.is_(None), PartnerKey.last_used_at < now - TOUCH_EVERY),
+            )
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
         session.commit()
 
 

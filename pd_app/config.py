@@ -123,10 +123,13 @@ def load_settings(
     client_secret = environ.get("PIPEDRIVE_CLIENT_SECRET", "")
     oauth_url = environ.get("PIPEDRIVE_OAUTH_URL", "https://oauth.pipedrive.com").rstrip("/")
     api_domains = _csv(environ.get("PIPEDRIVE_API_DOMAINS")) or ("https://*.pipedrive.com",)
+    jwt_secret = environ.get("PIPEDRIVE_JWT_SECRET") or client_secret
     if sandbox and env != "production":
-        # The sandbox is mounted at {PUBLIC_URL}/sandbox and plays both the OAuth server and the API.
-        client_id = client_id or SANDBOX_CLIENT_ID
-        client_secret = client_secret or sandbox_client_secret(secret_key)
+        # The sandbox is mounted at {PUBLIC_URL}/sandbox and plays both the OAuth server and the API. Its
+        # credentials are always the derived ones: its CRM page signs panel JWTs for anyone who asks, so it
+        # must never hold a real app's secret (nor sign with it).
+        client_id = SANDBOX_CLIENT_ID
+        client_secret = jwt_secret = sandbox_client_secret(secret_key)
         if "PIPEDRIVE_OAUTH_URL" not in environ:
             oauth_url = public_url + SANDBOX_PREFIX
         api_domains = (*api_domains, public_url + SANDBOX_PREFIX)
@@ -143,7 +146,7 @@ def load_settings(
         redirect_uri=environ.get("PIPEDRIVE_REDIRECT_URI") or f"{public_url}/oauth/callback",
         oauth_url=oauth_url,
         api_domains=api_domains,
-        jwt_secret=environ.get("PIPEDRIVE_JWT_SECRET") or client_secret,
+        jwt_secret=jwt_secret,
         sandbox=sandbox,
         goals_cache_ttl=_int("GOALS_CACHE_TTL", environ.get("GOALS_CACHE_TTL"), 30),
     )
@@ -162,6 +165,25 @@ def _private_host(host: str) -> bool:
     except ValueError:
         return False
     return address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified
+
+
+def _public_https(name: str, url: str) -> list[str]:
+    """Why `url` may not receive the app's secrets or tokens in production, if it may not."""
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        return [f"{name} {url!r} must use https:// in production."]
+    if _private_host(parts.hostname or ""):
+        return [f"{name} {url!r} points at a loopback or private host, refused in production."]
+    return []
+
+
+def _too_broad(host: str) -> bool:
+    """A wildcard host with fewer than two literal labels after its last `*` (`*.com`, `*`)."""
+    labels = host.split(".")
+    if "*" not in labels:
+        return False
+    after = labels[len(labels) - labels[::-1].index("*") :]
+    return len([label for label in after if label]) < 2
 
 
 def check_settings(settings: Settings) -> None:
@@ -190,14 +212,15 @@ def check_settings(settings: Settings) -> None:
         problems.append(
             "PD_SANDBOX=1 is refused in production: the sandbox is for development and tests only."
         )
+    if urlsplit(settings.public_url).scheme != "https":
+        problems.append(f"PUBLIC_URL {settings.public_url!r} must use https:// in production.")
+    problems += _public_https("PIPEDRIVE_OAUTH_URL", settings.oauth_url)
     for pattern in settings.api_domains:
-        parts = urlsplit(pattern)
-        if parts.scheme != "https":
-            problems.append(f"PIPEDRIVE_API_DOMAINS entry {pattern!r} must use https:// in production.")
-        elif _private_host(parts.hostname or ""):
+        problems += _public_https("PIPEDRIVE_API_DOMAINS entry", pattern)
+        if _too_broad(urlsplit(pattern).hostname or ""):
             problems.append(
-                f"PIPEDRIVE_API_DOMAINS entry {pattern!r} points at a loopback or private host, "
-                "refused in production."
+                f"PIPEDRIVE_API_DOMAINS entry {pattern!r} has a wildcard that matches too much: "
+                "name at least two labels after it (like https://*.pipedrive.com)."
             )
     if problems:
         raise ConfigError("refusing to start:\n  " + "\n  ".join(problems))

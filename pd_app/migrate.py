@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, create_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,15 +34,16 @@ def heads() -> set[str]:
     return set(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
 
 
-def current_revisions(engine: Engine) -> set[str]:
-    with engine.connect() as conn:
-        return set(MigrationContext.configure(conn).get_current_heads())
+def current_revisions(conn: Connection) -> set[str]:
+    """The revisions the database is at, read on the caller's connection."""
+    return set(MigrationContext.configure(conn).get_current_heads())
 
 
 def current(database_url: str) -> str | None:
     engine = create_engine(database_url)
     try:
-        revisions = current_revisions(engine)
+        with engine.connect() as conn:
+            revisions = current_revisions(conn)
     finally:
         engine.dispose()
     return ",".join(sorted(revisions)) or None

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from dataclasses import replace
+from datetime import timedelta
 from typing import Annotated, TypeVar
 
 from authlib.integrations.flask_client import OAuth
 from flask import Blueprint, Flask, current_app, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from .db import get_session
 from .errors import ApiError, PageError
 from .lifecycle import record_sharing, uninstall
 from .logs import audit
-from .models import Installation, OAuthState
+from .models import Installation, OAuthState, utcnow
 from .pipedrive import (
     DomainNotAllowed,
     TokenEndpointError,
     TokenEndpointUnavailable,
+    TokenResponseMalformed,
     UpstreamUnreachable,
     client,
+    valid_expires_in,
 )
 from .tokens import Identity, save_grant
 
@@ -31,6 +36,8 @@ bp = Blueprint("oauth", __name__)
 STATE_SALT = "pd-app/oauth-state"
 TICKET_SALT = "pd-app/installed-ticket"
 TICKET_MAX_AGE_S = 600
+# Longest text /users/me may put in each column (models.Installation); longer values are cut, not refused.
+IDENTITY_TEXT_LIMITS = {"company_domain": 255, "company_name": 255, "user_name": 255, "user_email": 320}
 
 
 def init_app(app: Flask) -> None:
@@ -79,16 +86,57 @@ def _consume_state(state: str) -> None:
         raise _restart("This installation link is not valid", "It was not issued by this app.")
     session = get_session()
     session.add(OAuthState(nonce=nonce))
+    # A state spent longer ago than a state lives has expired anyway: its row guards nothing any more.
+    spent_before = utcnow() - timedelta(seconds=max_age)
     try:
+        session.flush()
+        session.execute(
+            delete(OAuthState).where(OAuthState.used_at < spent_before),
+            execution_options={"synchronize_session": False},
+        )
         session.commit()
     except IntegrityError:
         session.rollback()
         raise _restart("This installation link was already used", "Each link works once.") from None
 
 
+def _incomplete_answer() -> PageError:
+    return _restart("Pipedrive's answer was incomplete", "Nothing was stored. Please try again.", 502)
+
+
+def _complete_token(token: dict) -> bool:
+    """The fields of a token response the install stores, each of a type and size it can store."""
+    api_domain = token.get("api_domain")
+    scope = token.get("scope")
+    return (
+        all(isinstance(token.get(k), str) and token.get(k) for k in ("access_token", "refresh_token"))
+        and isinstance(api_domain, str)
+        and len(api_domain) <= 255
+        and valid_expires_in(token.get("expires_in"))
+        and (scope is None or (isinstance(scope, str) and len(scope) <= 1000))
+    )
+
+
+def _identity(data: object) -> Identity:
+    """Who installed, from /users/me's `data`, cut to fit the columns; ValueError when it names nobody."""
+    if not isinstance(data, dict):
+        raise ValueError("/users/me data is not an object")
+    identity = Identity.from_users_me(data)
+    if not (0 < identity.company_id < 2**63 and 0 < identity.user_id < 2**63):
+        raise ValueError("/users/me ids out of range")
+    texts = {}
+    for name, limit in IDENTITY_TEXT_LIMITS.items():
+        value = getattr(identity, name)
+        texts[name] = value[:limit] if isinstance(value, str) else None
+    return replace(identity, **texts)
+
+
 def _finish_install(code: str) -> Installation:
     try:
         token = client().exchange_code(code)
+    except TokenResponseMalformed:
+        audit("install_failed", reason="malformed_token_response")
+        raise _incomplete_answer() from None
     except TokenEndpointError as exc:
         audit("install_failed", reason=exc.error)
         raise _restart(
@@ -100,12 +148,10 @@ def _finish_install(code: str) -> Installation:
         raise _restart(
             "Pipedrive is not reachable right now", "Nothing was stored. Please try again in a minute.", 503
         ) from None
-    api_domain = token.get("api_domain")
-    if not all(
-        isinstance(token.get(k), str) and token.get(k) for k in ("access_token", "refresh_token")
-    ) or not isinstance(api_domain, str):
+    if not _complete_token(token):
         audit("install_failed", reason="incomplete_token_response")
-        raise _restart("Pipedrive's answer was incomplete", "Nothing was stored. Please try again.", 502)
+        raise _incomplete_answer()
+    api_domain = token["api_domain"]
     try:
         client().check_domain(api_domain)
     except DomainNotAllowed:
@@ -123,8 +169,8 @@ def _finish_install(code: str) -> Installation:
         ) from None
     data = me.body.get("data") if me.status == 200 and isinstance(me.body, dict) else None
     try:
-        identity = Identity.from_users_me(data)  # type: ignore[arg-type]
-    except (TypeError, KeyError, ValueError):
+        identity = _identity(data)
+    except (TypeError, KeyError, ValueError, OverflowError):
         audit("install_failed", reason="users_me", status=me.status)
         raise _restart(
             "Pipedrive did not tell who you are", "Nothing was stored. Please try again.", 502
@@ -178,7 +224,7 @@ def installed():
 
 
 # -- notices from Pipedrive on the same Callback URL ------------------------------------------------------
-PipedriveId = Annotated[int, Field(strict=False, gt=0, lt=2**63)]
+PipedriveId = Annotated[StrictInt, Field(gt=0, lt=2**63)]  # JSON numbers only: no `true`, `1.0`, "1"
 
 
 class UninstallNotice(BaseModel):
@@ -211,10 +257,17 @@ def _client_credentials_match() -> bool:
 
 
 def _notice_body(model: type[NoticeT]) -> NoticeT:
-    body = request.get_json(silent=True) if request.is_json else None
+    try:
+        body = request.get_json(silent=True) if request.is_json else None
+    except RecursionError:  # nested deeper than the parser's stack
+        body = None
     if not isinstance(body, dict):
         raise ApiError(
-            400, "validation_failed", "The notice must be a JSON object.", "Send Pipedrive's JSON."
+            400,
+            "validation_failed",
+            "The notice must be a JSON object.",
+            "Send Pipedrive's JSON.",
+            details=[{"field": "body", "message": "must be a JSON object", "code": "invalid"}],
         )
     try:
         return model.model_validate(body)
@@ -257,8 +310,19 @@ def uninstall_notice():
 @bp.post("/oauth/callback")
 def sharing_notice():
     # Whether Pipedrive signs this notice is unconfirmed: credentials are checked when they are sent.
-    if request.authorization is not None and not _client_credentials_match():
+    authenticated = request.authorization is not None
+    if authenticated and not _client_credentials_match():
         raise _unauthorized_notice()
     notice = _notice_body(SharingNoticeBody)
+    if not authenticated:
+        # Anyone could have sent it: keep it in the log only, so strangers cannot fill the database.
+        audit(
+            "app_sharing",
+            company_id=notice.company_id,
+            user_id=notice.user_id,
+            is_shared=notice.isShared,
+            authenticated=False,
+        )
+        return {"success": True}
     record_sharing(get_session(), notice.company_id, notice.user_id, notice.isShared)
     return {"success": True}

@@ -20,10 +20,12 @@ def healthz():
 def readyz():
     checks: dict[str, str] = {}
     try:
+        # One connection for both checks: a probe must not need two when the pool is nearly spent.
         with db.engine().connect() as conn:
             conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-        current, heads = migrate.current_revisions(db.engine()), migrate.heads()
+            checks["database"] = "ok"
+            current = migrate.current_revisions(conn)
+        heads = migrate.heads()
         checks["migrations"] = (
             "ok"
             if current == heads

@@ -7,6 +7,7 @@ the allow-list (`PIPEDRIVE_API_DOMAINS`) right before a token is attached.
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
 import re
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.exceptions
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from flask import Flask, current_app
@@ -32,6 +34,14 @@ RATE_LIMIT_HEADERS = (
     "x-daily-ratelimit-token-remaining",
 )
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# No access token lives a year (and far beyond that, the expiry date itself would overflow).
+MAX_EXPIRES_IN_S = 366 * 86400
+# urllib3's errors for a connection that was never made: nothing of the request can have left.
+_NEVER_SENT = (
+    urllib3.exceptions.NewConnectionError,
+    urllib3.exceptions.NameResolutionError,
+    urllib3.exceptions.ConnectTimeoutError,
+)
 
 
 class DomainNotAllowed(Exception):
@@ -49,6 +59,10 @@ class TokenEndpointError(Exception):
 
 class TokenEndpointUnavailable(Exception):
     """The token endpoint timed out, was unreachable or answered 5xx/garbage: transient, keep the tokens."""
+
+
+class TokenResponseMalformed(TokenEndpointUnavailable):
+    """The token endpoint answered, but not with a token response this app can read."""
 
 
 class UpstreamUnreachable(Exception):
@@ -110,23 +124,48 @@ def _retry_after(headers: requests.structures.CaseInsensitiveDict) -> int | None
     return int(value) if value.isdigit() else None
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps: requests keeps urllib3's error in `args`, urllib3 its cause in
+    `reason`."""
+    found: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        linked = [*current.args, getattr(current, "reason", None), current.__cause__, current.__context__]
+        pending.extend(e for e in linked if isinstance(e, BaseException))
+    return found
+
+
 def _maybe_sent(exc: requests.RequestException) -> bool:
     """False only when the request surely never left: the connection itself could not be made."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return False
-    if isinstance(exc, requests.ConnectionError) and "NewConnectionError" in repr(exc.args):
-        return False
-    return True
+    return not any(isinstance(cause, _NEVER_SENT) for cause in _causes(exc))
+
+
+def valid_expires_in(value: object) -> bool:
+    """A token response's `expires_in`: absent, or whole seconds (an integer or digits) up to a year."""
+    if value is None:
+        return True
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        value = int(value)
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_EXPIRES_IN_S
 
 
 def _check_token_response(resp: requests.Response) -> requests.Response:
-    """Authlib compliance hook: tell transient token-endpoint failures from OAuth errors."""
-    if resp.status_code >= 500:
+    """Authlib compliance hook: tell transient token-endpoint failures from OAuth errors, and refuse an
+    answer Authlib itself would choke on (it reads `expires_in` as a number)."""
+    if resp.status_code >= 500 or 300 <= resp.status_code < 400:
         raise TokenEndpointUnavailable(f"token endpoint answered {resp.status_code}")
     try:
-        resp.json()
+        body = resp.json()
     except ValueError:
         raise TokenEndpointUnavailable(f"token endpoint answered {resp.status_code} without JSON") from None
+    if not isinstance(body, dict) or not valid_expires_in(body.get("expires_in")):
+        raise TokenResponseMalformed(f"token endpoint answered {resp.status_code} with a malformed body")
     return resp
 
 
@@ -134,9 +173,11 @@ class PipedriveClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.allow_list = DomainAllowList(settings.api_domains)
-        # One connection pool per app, shared by every call. API calls go through `self.http` and pass
-        # their token explicitly, so Authlib never refreshes behind the token store's back.
-        self._adapter = HTTPAdapter(pool_connections=20, pool_maxsize=200, max_retries=0)
+        # One adapter per app, shared by every call. It keeps a pool per host, and every company has its own
+        # api_domain host: room for 1000 hosts, 64 kept-alive connections each (a gunicorn worker's threads).
+        # API calls go through `self.http` and pass their token explicitly, so Authlib never refreshes
+        # behind the token store's back.
+        self._adapter = HTTPAdapter(pool_connections=1000, pool_maxsize=64, max_retries=0)
         self.http = self._session()
 
     def _session(self) -> OAuth2Session:
@@ -148,6 +189,9 @@ class PipedriveClient:
         session.mount("https://", self._adapter)
         session.mount("http://", self._adapter)
         session.headers["User-Agent"] = "pd_app/0.1"
+        # No cookies, ever: the session is shared by every company, so a cookie one api_domain set would
+        # ride along on the next call for that host, whoever's token it carries.
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         session.register_compliance_hook("access_token_response", _check_token_response)
         session.register_compliance_hook("refresh_token_response", _check_token_response)
         return session
@@ -162,7 +206,7 @@ class PipedriveClient:
         # session could each get the other's answer: one installation stored with another's tokens.
         fn = getattr(self._session(), method)
         try:
-            return dict(fn(*args, timeout=self.settings.token_timeout, **kwargs))
+            return dict(fn(*args, timeout=self.settings.token_timeout, allow_redirects=False, **kwargs))
         except OAuthError as exc:
             raise TokenEndpointError(exc.error or "oauth_error", exc.description) from None
         except requests.RequestException as exc:
@@ -190,10 +234,11 @@ class PipedriveClient:
                 auth=(self.settings.client_id, self.settings.client_secret),
                 timeout=self.settings.token_timeout,
                 withhold_token=True,
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise TokenEndpointUnavailable(type(exc).__name__) from None
-        if resp.status_code >= 400:
+        if resp.status_code >= 300:  # a redirect is not a revocation
             raise TokenEndpointUnavailable(f"revoke answered {resp.status_code}")
 
     # -- API ------------------------------------------------------------------------------------

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from pd_app.config import ConfigError, load_settings, normalize_database_url
+from pd_app.config import (
+    SANDBOX_CLIENT_ID,
+    ConfigError,
+    load_settings,
+    normalize_database_url,
+    sandbox_client_secret,
+)
 
 KEY = Fernet.generate_key().decode()
 PRODUCTION = {
@@ -40,6 +46,19 @@ def test_sandbox_points_oauth_and_api_at_the_mounted_sandbox(tmp_path):
     assert "http://localhost:5000/sandbox" in settings.api_domains
     assert settings.client_id and settings.client_secret
     assert settings.jwt_secret == settings.client_secret
+
+
+def test_sandbox_never_holds_the_real_apps_secrets(tmp_path):
+    # The sandbox's CRM page signs panel JWTs for whoever asks: with a real secret, anyone could mint them.
+    real = {
+        "PIPEDRIVE_CLIENT_ID": "real-id",
+        "PIPEDRIVE_CLIENT_SECRET": "real-secret",
+        "PIPEDRIVE_JWT_SECRET": "j",
+    }
+    settings = load_settings({"PD_SANDBOX": "1", **real}, tmp_path)
+    derived = sandbox_client_secret(settings.secret_key)
+    assert settings.client_id == SANDBOX_CLIENT_ID
+    assert settings.client_secret == derived and settings.jwt_secret == derived
 
 
 def test_jwt_secret_defaults_to_client_secret_and_can_be_set(tmp_path):
@@ -98,6 +117,26 @@ def test_production_refuses_the_sandbox(tmp_path):
 def test_production_refuses_unsafe_api_domains(tmp_path, pattern, reason):
     with pytest.raises(ConfigError, match=reason):
         load_settings({**PRODUCTION, "PIPEDRIVE_API_DOMAINS": f"https://*.pipedrive.com,{pattern}"}, tmp_path)
+
+
+@pytest.mark.parametrize("pattern", ["https://*.com", "https://*", "https://acme.*.com"])
+def test_production_refuses_a_wildcard_that_matches_too_much(tmp_path, pattern):
+    with pytest.raises(ConfigError, match="wildcard that matches too much"):
+        load_settings({**PRODUCTION, "PIPEDRIVE_API_DOMAINS": pattern}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"PIPEDRIVE_OAUTH_URL": "http://oauth.pipedrive.com"}, "PIPEDRIVE_OAUTH_URL .* must use https"),
+        ({"PIPEDRIVE_OAUTH_URL": "https://127.0.0.1:8900"}, "PIPEDRIVE_OAUTH_URL .* loopback or private"),
+        ({"PIPEDRIVE_OAUTH_URL": "https://10.0.0.5"}, "PIPEDRIVE_OAUTH_URL .* loopback or private"),
+        ({"PUBLIC_URL": "http://goals.example.com"}, "PUBLIC_URL .* must use https"),
+    ],
+)
+def test_production_refuses_plain_http_and_private_oauth(tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings({**PRODUCTION, **changes}, tmp_path)
 
 
 def test_production_lists_every_problem_at_once(tmp_path):

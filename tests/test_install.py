@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -10,7 +11,7 @@ from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
 
 from pd_app.db import get_session
-from pd_app.models import Installation
+from pd_app.models import Installation, OAuthState, utcnow
 from pd_app.oauth import STATE_SALT
 
 
@@ -111,6 +112,20 @@ def test_replayed_state_is_refused_before_any_token_call(app, client, installer,
     resp = client.get(f"/oauth/callback?code={_code_from(fresh)}&state={state}")
     assert resp.status_code == 400 and "already used" in resp.get_data(as_text=True)
     assert sandbox.count("/oauth/token") == 0
+
+
+def test_spending_a_state_prunes_states_spent_longer_ago_than_a_state_lives(app, installer):
+    max_age = app.config["SETTINGS"].state_max_age_s
+    with app.app_context():
+        session = get_session()
+        session.add(OAuthState(nonce="o" * 32, used_at=utcnow() - timedelta(seconds=max_age + 60)))
+        session.add(OAuthState(nonce="r" * 32, used_at=utcnow() - timedelta(seconds=max_age - 60)))
+        session.commit()
+    installer.install()
+    with app.app_context():
+        nonces = set(get_session().scalars(select(OAuthState.nonce)).all())
+    # The old one is gone; the recent one still guards its state; the one just spent was added.
+    assert "o" * 32 not in nonces and "r" * 32 in nonces and len(nonces) == 2
 
 
 def test_missing_code_and_user_denied_are_readable_pages(app, client, installer, sandbox):

@@ -69,6 +69,9 @@ def test_uninstall_with_bad_credentials_is_refused_and_changes_nothing(client, t
         {},
         {**notice(), "user_id": "abc"},
         {**notice(), "company_id": -1},
+        {**notice(), "company_id": True},
+        {**notice(), "company_id": 1001.0},
+        {**notice(), "user_id": "2001"},
         {k: v for k, v in notice().items() if k != "user_id"},
         {**notice(), "client_id": "another-app"},
     ],
@@ -120,18 +123,21 @@ def test_reinstall_after_uninstall_works(client, two_users, installer):
 
 
 # -- sharing notice -----------------------------------------------------------------------------------------
-def test_sharing_notice_is_recorded(app, client):
+def test_sharing_notice_is_recorded_only_when_signed(app, client, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="pd_app.audit")
     body = {"company_id": 1001, "user_id": 2001, "isShared": True}
     assert client.post("/oauth/callback", json=body, headers=basic()).status_code == 200
+    # Unsigned: acknowledged and logged, but anyone could send it, so it never reaches the database.
     assert client.post("/oauth/callback", json={**body, "isShared": False}).status_code == 200
     assert client.post("/oauth/callback", json=body, headers=basic(password="x")).status_code == 401
     assert client.post("/oauth/callback", json={**body, "isShared": "yes"}).status_code == 400
     with app.app_context():
         notices = get_session().scalars(select(SharingNotice).order_by(SharingNotice.id)).all()
-        assert [(n.company_id, n.user_id, n.is_shared) for n in notices] == [
-            (1001, 2001, True),
-            (1001, 2001, False),
-        ]
+        assert [(n.company_id, n.user_id, n.is_shared) for n in notices] == [(1001, 2001, True)]
+    logged = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "app_sharing"]
+    assert [(f["is_shared"], f.get("authenticated", True)) for f in logged] == [(True, True), (False, False)]
 
 
 # -- operator revoke ----------------------------------------------------------------------------------------

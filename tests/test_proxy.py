@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 
 import pytest
@@ -9,6 +10,8 @@ from sqlalchemy import select
 
 from pd_app.db import get_session
 from pd_app.models import Installation
+from pd_app.sandbox import fingerprint
+from pd_app.tokens import cipher
 
 TODAY = date.today().isoformat()
 GOAL = {
@@ -248,7 +251,7 @@ def test_read_key_cannot_write(client, installer, make_key, sandbox):
     assert sandbox.count("/api/v1/goals", method="POST") == 0
 
 
-def test_the_credential_alone_decides_the_company(client, installer, make_key, sandbox):
+def test_the_credential_alone_decides_the_company(app, client, installer, make_key, sandbox):
     installer.install(user_id=2001)
     installer.install(user_id=2101)  # Globex's admin
     acme_key = make_key(company_id=1001)
@@ -256,6 +259,14 @@ def test_the_credential_alone_decides_the_company(client, installer, make_key, s
         "/api/v1/goals/find", headers={"x-api-token": acme_key}, query_string={"assignee.type": "company"}
     )
     assert acme.status_code == 200
+    # It reached Pipedrive with Acme's access token, not Globex's.
+    fingerprints = {}
+    with app.app_context():
+        for inst in get_session().scalars(select(Installation)).all():
+            token = cipher().decrypt(inst, "access_token", inst.access_token_enc)
+            fingerprints[inst.company_id] = fingerprint(token)
+    sent = [c["access_token_fp"] for c in sandbox.calls if c["path"] == "/api/v1/goals/find"]
+    assert sent == [fingerprints[1001]] and fingerprints[1001] != fingerprints[1002]
     # Query parameters cannot pick another company; unknown ones are refused outright.
     sneaky = client.get("/api/v1/goals/find?companyId=1002", headers={"x-api-token": acme_key})
     assert sneaky.status_code == 400
@@ -388,6 +399,10 @@ def test_timeouts_are_unavailable_for_reads_and_unknown_for_writes(app, client, 
     assert read.status_code == 503 and read.get_json()["code"] == "upstream_unavailable"
     write = client.post("/api/v1/goals", json=GOAL, headers={"x-api-token": key})
     assert write.status_code == 504 and write.get_json()["code"] == "outcome_unknown"
+    # Let the sandbox finish both delayed calls, or they land in the next test's call log.
+    deadline = time.monotonic() + 5
+    while sandbox.count("/api/v1/goals") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_daily_budget_exhaustion_is_rate_limited(client, key, sandbox):

@@ -152,7 +152,12 @@ def show_deal(deal_id: int) -> Response:
 @bp.post("/token")
 def issue_token() -> Response:
     """GET_SIGNED_TOKEN's answer: a fresh JWT for the page's logged-in user (crm.js asks for it)."""
-    body = request.get_json(silent=True) or {}
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser's stack
+        body = None
+    if not isinstance(body, dict):
+        abort(400, "the body must be a JSON object with user_id")
     user = _state().users[_user_id(body.get("user_id"))]
     response = jsonify({"token": sign_panel_token(user.company_id, user.id)})
     response.headers["Cache-Control"] = "no-store"

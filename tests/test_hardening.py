@@ -1,0 +1,277 @@
+"""Inputs and answers nobody sends on purpose: bodies that break parsers, a Pipedrive that answers oddly
+(redirects, cookies, malformed tokens, strange identities), concurrent key use, the readiness probe."""
+
+from __future__ import annotations
+
+import base64
+import socket
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import requests
+import urllib3.exceptions
+from sqlalchemy import event, select, update
+from werkzeug.wrappers import Request, Response
+
+from pd_app import create_app
+from pd_app.auth import _touch
+from pd_app.db import get_session
+from pd_app.models import Installation, PartnerKey, utcnow
+from pd_app.pipedrive import TokenEndpointUnavailable, _maybe_sent, client
+
+from .conftest import CLIENT_ID, CLIENT_SECRET, LiveServer, app_environ
+
+ROOT = Path(__file__).resolve().parent.parent
+DEEP_JSON = "[" * 50000
+
+
+def basic() -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()}
+
+
+# -- a Pipedrive that answers what the test says -------------------------------------------------------------
+class FakePipedrive:
+    """Token endpoint and API on 127.0.0.1; each path answers a handler's Response, every request is kept."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Callable[[Request], Response]] = {}
+        self.requests: list[Request] = []
+        self.server = LiveServer(self._wsgi)
+        self.url = self.server.url
+
+    @Request.application
+    def _wsgi(self, request: Request) -> Response:
+        request.get_data()  # read the body while the connection is open
+        self.requests.append(request)
+        handler = self.handlers.get(request.path)
+        return handler(request) if handler else Response("{}", 404, mimetype="application/json")
+
+    def answer(self, path: str, body: object, status: int = 200, **headers: str) -> None:
+        import json
+
+        self.handlers[path] = lambda _request: Response(
+            json.dumps(body), status, headers=headers, mimetype="application/json"
+        )
+
+    def paths(self) -> list[str]:
+        return [r.path for r in self.requests]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakePipedrive]:
+    pipedrive = FakePipedrive()
+    yield pipedrive
+    pipedrive.server.stop()
+
+
+@pytest.fixture
+def fake_app(clean_db, fake):  # noqa: ANN001, ANN201
+    """The app with the fake as its OAuth server and its only allowed api_domain."""
+    app = create_app(environ=app_environ(clean_db, fake.url))
+    yield app
+    app.extensions["pd_client"].close()
+    app.extensions["pd_db"]["engine"].dispose()
+
+
+def _token(fake: FakePipedrive, **changes: object) -> dict:
+    token = {
+        "access_token": "a" * 64,
+        "refresh_token": "r" * 64,
+        "token_type": "Bearer",
+        "expires_in": 3599,
+        "scope": "base,goals:full",
+        "api_domain": fake.url,
+    }
+    token.update(changes)
+    return {k: v for k, v in token.items() if v is not ...}
+
+
+ME = {"id": 2001, "company_id": 1001, "name": "Ada", "email": "ada@acme.example", "company_name": "Acme"}
+
+
+def _installations(app) -> list[Installation]:  # noqa: ANN001
+    with app.app_context():
+        return list(get_session().scalars(select(Installation)).all())
+
+
+# -- bodies nested deeper than the parser goes ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path", "auth"),
+    [
+        ("POST", "/api/v1/goals", "key"),
+        ("DELETE", "/oauth/callback", "basic"),
+        ("POST", "/oauth/callback", "basic"),
+    ],
+)
+def test_deeply_nested_json_is_a_400_not_a_500(client, make_key, method, path, auth):
+    headers = {"x-api-token": make_key()} if auth == "key" else basic()
+    resp = client.open(path, method=method, data=DEEP_JSON, content_type="application/json", headers=headers)
+    assert resp.status_code == 400
+    body = resp.get_json()
+    assert body["code"] == "validation_failed"
+    assert [d["field"] for d in body["details"]] == ["body"]
+
+
+def test_sandbox_crm_token_wants_a_json_object(sandbox_server):
+    crm = sandbox_server.sandbox_app.test_client()  # type: ignore[attr-defined]
+    for body in ([2001], "2001", 2001):
+        assert crm.post("/crm/token", json=body).status_code == 400
+    assert crm.post("/crm/token", data=DEEP_JSON, content_type="application/json").status_code == 400
+
+
+# -- the install, when Pipedrive's answers are odd -----------------------------------------------------------
+@pytest.mark.parametrize(
+    "me",
+    [
+        {"success": True, "data": []},
+        {"success": True, "data": "Ada"},
+        {"success": False, "error": "unauthorized"},
+        {"success": True, "data": {**ME, "company_id": 2**64}},
+    ],
+)
+def test_users_me_that_names_nobody_is_a_readable_page(fake_app, fake, me):
+    fake.answer("/oauth/token", _token(fake))
+    fake.answer("/api/v1/users/me", me, status=200 if me.get("success") else 401)
+    resp = fake_app.test_client().get("/oauth/callback?code=abc")
+    assert resp.status_code == 502
+    assert "Pipedrive did not tell who you are" in resp.get_data(as_text=True)
+    assert _installations(fake_app) == []
+
+
+def test_names_longer_than_the_columns_are_cut_to_fit(fake_app, fake):
+    fake.answer("/oauth/token", _token(fake))
+    me = {
+        **ME,
+        "name": "N" * 1000,
+        "company_name": "C" * 1000,
+        "company_domain": "d" * 1000,
+        "email": "e" * 1000 + "@acme.example",
+    }
+    fake.answer("/api/v1/users/me", {"success": True, "data": me})
+    assert fake_app.test_client().get("/oauth/callback?code=abc").status_code == 302
+    [inst] = _installations(fake_app)
+    assert inst.user_name == "N" * 255 and inst.company_name == "C" * 255
+    assert inst.company_domain == "d" * 255 and inst.user_email == "e" * 320
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"expires_in": "soon"},
+        {"expires_in": {"seconds": 3599}},
+        {"expires_in": 10**12},
+        {"expires_in": True},
+        {"expires_in": 3599.5},
+        {"expires_in": "³⁵⁹⁹"},
+        {"access_token": ...},
+        {"refresh_token": ""},
+        {"api_domain": 5},
+        {"scope": ["goals:full"]},
+    ],
+)
+def test_malformed_token_response_is_a_readable_page_and_stores_nothing(fake_app, fake, changes):
+    fake.answer("/oauth/token", _token(fake, **changes))
+    fake.answer("/api/v1/users/me", {"success": True, "data": ME})
+    resp = fake_app.test_client().get("/oauth/callback?code=abc")
+    assert resp.status_code == 502
+    assert "answer was incomplete" in resp.get_data(as_text=True)
+    assert "/api/v1/users/me" not in fake.paths()
+    assert _installations(fake_app) == []
+
+
+def test_token_response_that_is_not_an_object_is_a_readable_page(fake_app, fake):
+    fake.answer("/oauth/token", [_token(fake)])
+    resp = fake_app.test_client().get("/oauth/callback?code=abc")
+    assert resp.status_code == 502
+    assert _installations(fake_app) == []
+
+
+# -- the HTTP client: no redirects to token endpoints, no cookies, pools, "never sent" -----------------------
+def test_token_and_revoke_calls_do_not_follow_redirects(fake_app, fake):
+    for path in ("/oauth/token", "/oauth/revoke"):
+        fake.answer(path, {}, status=307, Location=fake.url + "/elsewhere")
+    fake.answer("/elsewhere", _token(fake))
+    with fake_app.app_context():
+        with pytest.raises(TokenEndpointUnavailable):
+            client().exchange_code("abc")
+        with pytest.raises(TokenEndpointUnavailable):
+            client().refresh("r" * 64)
+        with pytest.raises(TokenEndpointUnavailable):
+            client().revoke("r" * 64)
+    assert fake.paths() == ["/oauth/token", "/oauth/token", "/oauth/revoke"]
+    # In the install, the redirect is Pipedrive being unavailable: a readable page, nothing stored.
+    resp = fake_app.test_client().get("/oauth/callback?code=abc")
+    assert resp.status_code == 503 and "/elsewhere" not in fake.paths()
+
+
+def test_a_cookie_set_by_one_call_is_never_sent_on_the_next(fake_app, fake):
+    fake.answer("/api/v1/set", {"success": True}, **{"Set-Cookie": "sid=acme-session; Path=/"})
+    fake.answer("/api/v1/echo", {"success": True})
+    with fake_app.app_context():
+        client().call("GET", fake.url, "/api/v1/set", "acme-token")
+        client().call("GET", fake.url, "/api/v1/echo", "globex-token")
+        assert len(client().http.cookies) == 0
+    echo = fake.requests[-1]
+    assert echo.path == "/api/v1/echo" and "Cookie" not in echo.headers
+
+
+def test_one_pool_per_company_host(app):
+    adapter = app.extensions["pd_client"]._adapter
+    assert adapter._pool_connections == 1000 and adapter._pool_maxsize == 64
+
+
+def _connection_error(reason: Exception) -> requests.ConnectionError:
+    return requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/api/v1/goals", reason))  # type: ignore[arg-type]
+
+
+def test_never_sent_is_told_by_urllib3s_exception_types():
+    unresolved = urllib3.exceptions.NameResolutionError("acme.pipedrive.com", None, socket.gaierror(-2, "no"))  # type: ignore[arg-type]
+    assert _maybe_sent(_connection_error(unresolved)) is False
+    assert (
+        _maybe_sent(_connection_error(urllib3.exceptions.ConnectTimeoutError("connect timed out"))) is False
+    )
+    with pytest.raises(requests.ConnectionError) as refused:
+        requests.get("http://127.0.0.1:9/", timeout=2)
+    assert _maybe_sent(refused.value) is False
+    # A message that merely mentions a type proves nothing: the request may have left.
+    lookalike = urllib3.exceptions.ProtocolError("peer reset after NewConnectionError(...) was logged")
+    assert _maybe_sent(_connection_error(lookalike)) is True
+    assert _maybe_sent(requests.ReadTimeout("read timed out")) is True
+
+
+# -- partner key last use, readiness -------------------------------------------------------------------------
+def test_last_use_is_written_only_when_the_database_still_holds_a_stale_time(app, make_key):
+    make_key()
+    with app.app_context():
+        session = get_session()
+        row = session.scalar(select(PartnerKey))
+        assert row.last_used_at is None
+        session.commit()  # the session keeps its (now stale) copy of the row
+        # Another request records a use just now, after this one read the row.
+        recent = utcnow() - timedelta(seconds=5)
+        with app.extensions["pd_db"]["engine"].begin() as conn:
+            conn.execute(update(PartnerKey).values(last_used_at=recent))
+        _touch(session, row)
+        stored = session.scalar(select(PartnerKey.last_used_at))
+    assert stored.replace(tzinfo=None) == recent.replace(tzinfo=None)
+
+
+def test_readyz_uses_one_connection(app, client):
+    engine = app.extensions["pd_db"]["engine"]
+    checkouts = []
+    listener = lambda *_args: checkouts.append(1)  # noqa: E731
+    event.listen(engine, "checkout", listener)
+    try:
+        resp = client.get("/readyz")
+    finally:
+        event.remove(engine, "checkout", listener)
+    assert resp.status_code == 200 and resp.get_json()["status"] == "ready"
+    assert len(checkouts) == 1
+
+
+def test_ci_never_skips_the_redis_tests_silently():
+    script = (ROOT / ".ci" / "run").read_text().splitlines()
+    export = script.index('export CI="${CI:-true}"')
+    assert export < next(i for i, line in enumerate(script) if line.strip() == "make test")
