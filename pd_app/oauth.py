@@ -27,9 +27,8 @@ from .pipedrive import (
     TokenResponseMalformed,
     UpstreamUnreachable,
     client,
-    valid_expires_in,
 )
-from .tokens import Identity, save_grant
+from .tokens import Identity, check_token_response, save_grant
 
 bp = Blueprint("oauth", __name__)
 
@@ -104,19 +103,6 @@ def _incomplete_answer() -> PageError:
     return _restart("Pipedrive's answer was incomplete", "Nothing was stored. Please try again.", 502)
 
 
-def _complete_token(token: dict) -> bool:
-    """The fields of a token response the install stores, each of a type and size it can store."""
-    api_domain = token.get("api_domain")
-    scope = token.get("scope")
-    return (
-        all(isinstance(token.get(k), str) and token.get(k) for k in ("access_token", "refresh_token"))
-        and isinstance(api_domain, str)
-        and len(api_domain) <= 255
-        and valid_expires_in(token.get("expires_in"))
-        and (scope is None or (isinstance(scope, str) and len(scope) <= 1000))
-    )
-
-
 def _identity(data: object) -> Identity:
     """Who installed, from /users/me's `data`, cut to fit the columns; ValueError when it names nobody."""
     if not isinstance(data, dict):
@@ -148,9 +134,11 @@ def _finish_install(code: str) -> Installation:
         raise _restart(
             "Pipedrive is not reachable right now", "Nothing was stored. Please try again in a minute.", 503
         ) from None
-    if not _complete_token(token):
+    try:
+        check_token_response(token, new_grant=True)
+    except ValueError:
         audit("install_failed", reason="incomplete_token_response")
-        raise _incomplete_answer()
+        raise _incomplete_answer() from None
     api_domain = token["api_domain"]
     try:
         client().check_domain(api_domain)

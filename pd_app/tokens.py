@@ -23,7 +23,13 @@ from sqlalchemy.orm import Session
 from . import db
 from .logs import audit
 from .models import Installation, utcnow
-from .pipedrive import DomainNotAllowed, TokenEndpointError, TokenEndpointUnavailable, client
+from .pipedrive import (
+    DomainNotAllowed,
+    TokenEndpointError,
+    TokenEndpointUnavailable,
+    client,
+    valid_expires_in,
+)
 
 RATE_LIMIT_WRITE_EVERY_S = 10
 
@@ -140,15 +146,20 @@ class Identity:
         )
 
 
-def check_token_response(token: dict) -> None:
-    """Raise ValueError unless a token response has what the store needs, in usable types."""
-    for name in ("access_token", "api_domain"):
+def check_token_response(token: dict, *, new_grant: bool = False) -> None:
+    """Raise ValueError unless a token response has what the store needs, in types and sizes it can store.
+    A new grant (install) must carry a refresh token; a refresh may omit it (the old one stays)."""
+    for name in ("access_token", "api_domain") + (("refresh_token",) if new_grant else ()):
         if not isinstance(token.get(name), str) or not token[name]:
             raise ValueError(f"token response without {name}")
     if token.get("refresh_token") is not None and not isinstance(token["refresh_token"], str):
         raise ValueError("refresh_token is not a string")
-    expires_in = token.get("expires_in")
-    if expires_in is not None and (isinstance(expires_in, bool) or not str(expires_in).isdigit()):
+    if len(token["api_domain"]) > 255:
+        raise ValueError("api_domain is too long")
+    scope = token.get("scope")
+    if scope is not None and (not isinstance(scope, str) or len(scope) > 1000):
+        raise ValueError("scope is not a short string")
+    if not valid_expires_in(token.get("expires_in")):
         raise ValueError("expires_in is not a number of seconds")
 
 
