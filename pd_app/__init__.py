@@ -26,7 +26,7 @@ from . import (
     ui,
     web,
 )
-from .config import load_settings
+from .config import load_settings, production_warnings
 
 
 def create_app(
@@ -44,6 +44,8 @@ def create_app(
     # built from PUBLIC_URL, and a forged X-Forwarded-Host must not change request.host.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
     logs.init_app(app)
+    for warning in production_warnings(settings):
+        app.logger.warning(warning)
     db.init_app(app)
     tokens.init_app(app)
     pipedrive.init_app(app)

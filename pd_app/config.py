@@ -186,6 +186,20 @@ def _too_broad(host: str) -> bool:
     return len([label for label in after if label]) < 2
 
 
+def production_warnings(settings: Settings) -> list[str]:
+    """Risky production settings that the contract does not refuse: logged at start, one line each."""
+    if not settings.production:
+        return []
+    warnings = []
+    if urlsplit(settings.public_url).scheme != "https":
+        warnings.append(f"PUBLIC_URL {settings.public_url!r} should use https:// in production.")
+    warnings += [
+        message.replace(" must ", " should ").replace("refused in production", "not fit for production")
+        for message in _public_https("PIPEDRIVE_OAUTH_URL", settings.oauth_url)
+    ]
+    return warnings
+
+
 def check_settings(settings: Settings) -> None:
     """Refuse what must never run; in production, every problem is listed, one line each."""
     for key in settings.token_encryption_keys:
@@ -212,9 +226,6 @@ def check_settings(settings: Settings) -> None:
         problems.append(
             "PD_SANDBOX=1 is refused in production: the sandbox is for development and tests only."
         )
-    if urlsplit(settings.public_url).scheme != "https":
-        problems.append(f"PUBLIC_URL {settings.public_url!r} must use https:// in production.")
-    problems += _public_https("PIPEDRIVE_OAUTH_URL", settings.oauth_url)
     for pattern in settings.api_domains:
         problems += _public_https("PIPEDRIVE_API_DOMAINS entry", pattern)
         if _too_broad(urlsplit(pattern).hostname or ""):

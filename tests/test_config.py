@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from cryptography.fernet import Fernet
 
@@ -10,6 +12,7 @@ from pd_app.config import (
     ConfigError,
     load_settings,
     normalize_database_url,
+    production_warnings,
     sandbox_client_secret,
 )
 
@@ -128,15 +131,18 @@ def test_production_refuses_a_wildcard_that_matches_too_much(tmp_path, pattern):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"PIPEDRIVE_OAUTH_URL": "http://oauth.pipedrive.com"}, "PIPEDRIVE_OAUTH_URL .* must use https"),
+        ({"PIPEDRIVE_OAUTH_URL": "http://oauth.pipedrive.com"}, "PIPEDRIVE_OAUTH_URL .* should use https"),
         ({"PIPEDRIVE_OAUTH_URL": "https://127.0.0.1:8900"}, "PIPEDRIVE_OAUTH_URL .* loopback or private"),
         ({"PIPEDRIVE_OAUTH_URL": "https://10.0.0.5"}, "PIPEDRIVE_OAUTH_URL .* loopback or private"),
-        ({"PUBLIC_URL": "http://goals.example.com"}, "PUBLIC_URL .* must use https"),
+        ({"PUBLIC_URL": "http://goals.example.com"}, "PUBLIC_URL .* should use https"),
     ],
 )
-def test_production_refuses_plain_http_and_private_oauth(tmp_path, changes, message):
-    with pytest.raises(ConfigError, match=message):
-        load_settings({**PRODUCTION, **changes}, tmp_path)
+def test_production_warns_about_plain_http_and_private_oauth(tmp_path, changes, message):
+    # Not refusals: the contract names exactly what production refuses, so these are warnings at start.
+    settings = load_settings({**PRODUCTION, **changes}, tmp_path)
+    warnings = production_warnings(settings)
+    assert len(warnings) == 1 and re.search(message, warnings[0])
+    assert production_warnings(load_settings(PRODUCTION, tmp_path)) == []
 
 
 def test_production_lists_every_problem_at_once(tmp_path):
