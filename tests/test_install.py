@@ -80,11 +80,13 @@ def _forged_state(secret: str) -> str:
     return URLSafeTimedSerializer(secret, salt=STATE_SALT).dumps({"n": "x" * 32})
 
 
-@pytest.mark.parametrize("case", ["forged", "garbage", "expired", "empty_nonce"])
+@pytest.mark.parametrize("case", ["missing_value", "forged", "garbage", "expired", "empty_nonce"])
 def test_bad_state_is_refused_before_any_token_call(app, client, installer, sandbox, case):
     location = installer.consent()
     code = _code_from(location)
-    if case == "forged":
+    if case == "missing_value":
+        state = ""  # `state=` present but empty: not a Marketplace install, a broken one
+    elif case == "forged":
         state = _forged_state("not-the-app-secret")
     elif case == "garbage":
         state = "not-a-state"
