@@ -9,7 +9,7 @@ from flask import Blueprint, Flask, current_app, jsonify, render_template, reque
 from . import goals
 from .auth import authenticate, require_scope
 from .db import get_session
-from .errors import ApiError
+from .errors import ApiError, invalid, request_json
 from .proxy import forward, installation_for
 from .tokens import expires_in_s
 
@@ -40,17 +40,14 @@ def _json_body() -> object:
         raise ApiError(
             415, "unsupported_media_type", "The body must be JSON.", "Send `Content-Type: application/json`."
         )
-    try:
-        body = request.get_json(silent=True)
-    except RecursionError:  # nested deeper than the parser's stack: not JSON we can use
-        body = None
-    if body is None and request.get_data(cache=True).strip() not in (b"null",):
-        raise ApiError(
-            400,
-            "validation_failed",
+    body = request_json()
+    if body is None and request.get_data(cache=True).strip() != b"null":
+        raise invalid(
             "The body is not valid JSON.",
             "Send a JSON object.",
-            details=[{"field": "body", "message": "The body is not valid JSON.", "code": "invalid_json"}],
+            "body",
+            "The body is not valid JSON.",
+            "invalid_json",
         )
     return body
 

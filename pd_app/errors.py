@@ -63,6 +63,25 @@ class PageError(Exception):
         self.action_label = action_label
 
 
+def invalid(message: str, error_info: str, field: str, detail: str, code: str = "invalid") -> ApiError:
+    """A 400 `validation_failed` with one problem."""
+    return ApiError(
+        400,
+        "validation_failed",
+        message,
+        error_info,
+        details=[{"field": field, "message": detail, "code": code}],
+    )
+
+
+def request_json() -> object | None:
+    """The request's parsed JSON body; None when it is absent, not JSON, or nested too deep to parse."""
+    try:
+        return request.get_json(silent=True) if request.is_json else None
+    except RecursionError:
+        return None
+
+
 def envelope(err: ApiError):  # noqa: ANN201
     body = {
         "success": False,

@@ -16,7 +16,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from .db import get_session
-from .errors import ApiError, PageError
+from .errors import ApiError, PageError, invalid, request_json
 from .lifecycle import record_sharing, uninstall
 from .logs import audit
 from .models import Installation, OAuthState, utcnow
@@ -245,17 +245,10 @@ def _client_credentials_match() -> bool:
 
 
 def _notice_body(model: type[NoticeT]) -> NoticeT:
-    try:
-        body = request.get_json(silent=True) if request.is_json else None
-    except RecursionError:  # nested deeper than the parser's stack
-        body = None
+    body = request_json()
     if not isinstance(body, dict):
-        raise ApiError(
-            400,
-            "validation_failed",
-            "The notice must be a JSON object.",
-            "Send Pipedrive's JSON.",
-            details=[{"field": "body", "message": "must be a JSON object", "code": "invalid"}],
+        raise invalid(
+            "The notice must be a JSON object.", "Send Pipedrive's JSON.", "body", "must be a JSON object"
         )
     try:
         return model.model_validate(body)
@@ -284,12 +277,8 @@ def uninstall_notice():
         raise _unauthorized_notice()
     notice = _notice_body(UninstallNotice)
     if not hmac.compare_digest(notice.client_id.encode(), current_app.config["SETTINGS"].client_id.encode()):
-        raise ApiError(
-            400,
-            "validation_failed",
-            "The notice is for another app.",
-            "Check client_id.",
-            details=[{"field": "client_id", "message": "does not match this app", "code": "invalid"}],
+        raise invalid(
+            "The notice is for another app.", "Check client_id.", "client_id", "does not match this app"
         )
     uninstall(get_session(), notice.company_id, notice.user_id)
     return {"success": True}
