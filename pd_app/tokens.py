@@ -117,6 +117,7 @@ class RefreshGate:
 def init_app(app: Flask) -> None:
     app.extensions["pd_cipher"] = TokenCipher(app.config["SETTINGS"].token_encryption_keys)
     app.extensions["pd_refresh_gate"] = RefreshGate()
+    app.extensions["pd_rate_limit_throttle"] = WriteThrottle(RATE_LIMIT_WRITE_EVERY_S)
 
 
 @dataclass(frozen=True)
@@ -324,10 +325,29 @@ def _sync(session: Session, inst: Installation) -> None:
         session.refresh(inst)
 
 
+class WriteThrottle:
+    """Per process: lets one caller per key through every `every_s` seconds (the others skip the write)."""
+
+    def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self.clock = clock
+        self._last: dict[int, float] = {}
+        self._guard = threading.Lock()
+
+    def claim(self, key: int) -> bool:
+        now = self.clock()
+        with self._guard:
+            if now - self._last.get(key, float("-inf")) < self.every_s:
+                return False
+            self._last[key] = now
+            return True
+
+
 def record_rate_limit(session: Session, inst: Installation, figures: dict[str, int]) -> None:
-    """Remember the last rate-limit figures Pipedrive sent (shown to callers), at most every few seconds so
-    the hot path does not write on every call."""
-    if not figures:
+    """Remember the last rate-limit figures Pipedrive sent (shown to callers). The hot path must not write
+    on every call: one request per process every few seconds claims the write, and the stored timestamp
+    keeps other processes from repeating it."""
+    if not figures or not current_app.extensions["pd_rate_limit_throttle"].claim(inst.id):
         return
     now = utcnow()
     last = (inst.rate_limit or {}).get("at")

@@ -113,3 +113,37 @@ def test_refresh_due_on_two_instances_at_once_refreshes_each_installation_once(
     for app in instances:
         app.extensions["pd_client"].close()
         app.extensions["pd_db"]["engine"].dispose()
+
+
+def test_concurrent_calls_write_the_rate_limit_figures_once(app, installer, make_key, sandbox):
+    """The hot path: many calls at once for one installation store Pipedrive's figures once, not each."""
+    from sqlalchemy import event
+
+    installer.install(user_id=2001)
+    key = make_key(user_id=2001)
+    writes: list[str] = []
+    engine = app.extensions["pd_db"]["engine"]
+
+    def count(conn, cursor, statement, *args):  # noqa: ANN001, ANN002, ANN202
+        if statement.startswith("UPDATE installations SET rate_limit"):
+            writes.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    barrier = threading.Barrier(12)
+    statuses: list[int] = []
+
+    def call() -> None:
+        client = app.test_client()
+        barrier.wait(5)
+        statuses.append(client.get("/api/v1/goals/find", headers={"x-api-token": key}).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    event.remove(engine, "before_cursor_execute", count)
+    assert statuses == [200] * 12
+    assert len(writes) == 1
+    info = app.test_client().get("/api/v1/app/installation", headers={"x-api-token": key}).get_json()["data"]
+    assert info["rate_limit"]["daily-ratelimit-token-remaining"] > 0
