@@ -138,7 +138,7 @@ def show_installation():
 def _iso(value) -> str | None:  # noqa: ANN001
     if value is None:
         return None
-    return value.isoformat() if value.tzinfo else value.isoformat() + "+00:00"
+    return value.isoformat()
 
 
 @functools.lru_cache(maxsize=4)

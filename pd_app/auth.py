@@ -97,8 +97,6 @@ def _touch(session: Session, row: PartnerKey) -> None:
     """Record last use, at most once a minute per key, so reads do not write on every call."""
     now = utcnow()
     last = row.last_used_at
-    if last is not None and last.tzinfo is None:
-        last = last.replace(tzinfo=now.tzinfo)
     if last is None or now - last >= TOUCH_EVERY:
         # End the read first: on SQLite a write from a transaction whose snapshot another process has
         # since moved past fails at once with "database is locked" (the busy timeout never applies),

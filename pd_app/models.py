@@ -16,6 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -31,6 +32,24 @@ KEY_SCOPES = ("read", "full")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database. SQLite keeps no zone and hands back naive values;
+    they were written as UTC, so they are read back as UTC here, once, instead of at each use."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:  # noqa: ANN001
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware UTC datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:  # noqa: ANN001
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -58,15 +77,15 @@ class Installation(Base):
     api_domain: Mapped[str] = mapped_column(String(255))
     access_token_enc: Mapped[str | None] = mapped_column(Text)
     refresh_token_enc: Mapped[str | None] = mapped_column(Text)
-    access_token_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    access_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(32), default="active")
     # Bumped by SQLAlchemy on every ORM update, which also checks it (optimistic concurrency).
     version: Mapped[int] = mapped_column(Integer)
     rate_limit: Mapped[dict | None] = mapped_column(JSON)
-    installed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
-    last_refreshed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    refresh_token_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    installed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    last_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    refresh_token_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __mapper_args__ = {"version_id_col": version}
 
@@ -89,9 +108,9 @@ class PartnerKey(Base):
     user_id: Mapped[int | None] = mapped_column(BigInteger)
     scope: Mapped[str] = mapped_column(String(8), default="full")
     origins: Mapped[list[str]] = mapped_column(JSON, default=list)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class OAuthState(Base):
@@ -100,7 +119,7 @@ class OAuthState(Base):
     __tablename__ = "oauth_states"
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
-    used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
 class SharingNotice(Base):
@@ -112,7 +131,7 @@ class SharingNotice(Base):
     company_id: Mapped[int] = mapped_column(BigInteger, index=True)
     user_id: Mapped[int] = mapped_column(BigInteger)
     is_shared: Mapped[bool]
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class CacheGeneration(Base):

@@ -225,8 +225,6 @@ def _needs_refresh(inst: Installation, margin_s: int) -> bool:
     expires = inst.access_token_expires_at
     if expires is None:
         return True
-    if expires.tzinfo is None:  # SQLite returns naive datetimes; they were stored as UTC
-        expires = expires.replace(tzinfo=utcnow().tzinfo)
     return expires - utcnow() <= timedelta(seconds=margin_s)
 
 
@@ -361,7 +359,4 @@ def record_rate_limit(session: Session, inst: Installation, figures: dict[str, i
 def expires_in_s(inst: Installation, now: datetime | None = None) -> int | None:
     if inst.access_token_expires_at is None:
         return None
-    expires = inst.access_token_expires_at
-    if expires.tzinfo is None:
-        expires = expires.replace(tzinfo=utcnow().tzinfo)
-    return int((expires - (now or utcnow())).total_seconds())
+    return int((inst.access_token_expires_at - (now or utcnow())).total_seconds())
