@@ -128,13 +128,14 @@ def refresh_due(session: Session, older_than: timedelta) -> KeepAliveOutcome:
 def reencrypt_all() -> tuple[int, int]:
     """Re-encrypt every stored token under the first key. Each row is rewritten under its own lock, so a
     refresh running meanwhile is never overwritten. Returns (rows rewritten, rows that failed)."""
-    with db.locking_session() as listing:
-        ids = listing.scalars(
-            select(Installation.id).where(
-                or_(Installation.access_token_enc.is_not(None), Installation.refresh_token_enc.is_not(None))
-            )
-        ).all()
-        listing.rollback()
+    # Listing needs no lock (it was taking SQLite's write lock for a read); each row is locked below.
+    session = db.get_session()
+    ids = session.scalars(
+        select(Installation.id).where(
+            or_(Installation.access_token_enc.is_not(None), Installation.refresh_token_enc.is_not(None))
+        )
+    ).all()
+    session.commit()
     done = failed = 0
     c = cipher()
     for inst_id in ids:
