@@ -13,8 +13,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from sqlalchemy import select
 
 from pd_app import create_app
+from pd_app.db import get_session
+from pd_app.models import Installation
+from pd_app.tokens import cipher
 
 from .conftest import ENCRYPTION_KEY, LiveServer
 
@@ -145,7 +149,12 @@ def test_newcomer_flow_end_to_end(demo):
     assert status.status_code == 200
     info = status.json()["data"]
     assert info["company_id"] == 1001 and info["status"] == "active" and "goals:full" in info["scopes"]
-    assert "token" not in str(sorted(k for k in info if k.endswith("token")))
+    with app.app_context():
+        inst = get_session().scalar(select(Installation).where(Installation.user_id == 2001))
+        secrets = [
+            cipher().decrypt(inst, f, getattr(inst, f + "_enc")) for f in ("access_token", "refresh_token")
+        ]
+    assert not any(secret in status.text for secret in secrets)
 
 
 def test_readyz_and_metrics_in_the_demo(demo):
