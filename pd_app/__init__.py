@@ -24,6 +24,7 @@ from . import (
     sandbox_mount,
     tokens,
     ui,
+    usage,
     web,
 )
 from .config import load_settings, production_warnings
@@ -47,6 +48,7 @@ def create_app(
     for warning in production_warnings(settings):
         app.logger.warning(warning)
     db.init_app(app)
+    usage.init_app(app)
     tokens.init_app(app)
     pipedrive.init_app(app)
     cache.init_app(app)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 
-from flask import Blueprint, Flask, current_app, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 
 from . import goals
-from .auth import authenticate, require_scope
+from .auth import InstallationRef, Principal, authenticate, require_scope
 from .db import get_session
 from .errors import ApiError, invalid, request_json
-from .proxy import forward, installation_for
-from .tokens import expires_in_s
+from .models import Installation
+from .proxy import forward
+from .tokens import NotInstalled, expires_in_s
+from .usage import usage
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -52,61 +54,63 @@ def _json_body() -> object:
     return body
 
 
-def _caller(scope: str):  # noqa: ANN202
-    session = get_session()
-    principal = authenticate(session)
+def _caller(scope: str) -> tuple[Principal, InstallationRef | None]:
+    principal, inst = authenticate()
     require_scope(principal, scope)
-    return session, principal
+    return principal, inst
+
+
+def _proxied(result: tuple[bytes, int, bool]) -> Response:
+    body, status, _hit = result
+    return Response(body, status, content_type="application/json")
 
 
 @bp.get("/v1/goals/find")
 def find_goals():
-    session, principal = _caller("read")
+    _principal, inst = _caller("read")
     params = _validated(goals.validate_find, request.args)
-    body, status = forward(session, principal, "find", "GET", "/api/v1/goals/find", params=params)
-    return jsonify(body), status
+    return _proxied(forward(inst, "find", "GET", "/api/v1/goals/find", params=params))
 
 
 @bp.get("/v1/goals/<goal_id>/results")
 def goal_results(goal_id: str):
-    session, principal = _caller("read")
+    _principal, inst = _caller("read")
     goal_id = _validated(goals.validate_goal_id, goal_id)
     params = _validated(goals.validate_results, goal_id, request.args)
-    body, status = forward(
-        session, principal, "results", "GET", f"/api/v1/goals/{goal_id}/results", params=params
-    )
-    return jsonify(body), status
+    return _proxied(forward(inst, "results", "GET", f"/api/v1/goals/{goal_id}/results", params=params))
 
 
 @bp.post("/v1/goals")
 def add_goal():
-    session, principal = _caller("full")
+    _principal, inst = _caller("full")
     payload = _validated(goals.validate_add, _json_body())
-    body, status = forward(session, principal, "add", "POST", "/api/v1/goals", json=payload)
-    return jsonify(body), status
+    return _proxied(forward(inst, "add", "POST", "/api/v1/goals", json_body=payload))
 
 
 @bp.put("/v1/goals/<goal_id>")
 def update_goal(goal_id: str):
-    session, principal = _caller("full")
+    _principal, inst = _caller("full")
     goal_id = _validated(goals.validate_goal_id, goal_id)
     payload = _validated(goals.validate_update, goal_id, _json_body())
-    body, status = forward(session, principal, "update", "PUT", f"/api/v1/goals/{goal_id}", json=payload)
-    return jsonify(body), status
+    return _proxied(forward(inst, "update", "PUT", f"/api/v1/goals/{goal_id}", json_body=payload))
 
 
 @bp.delete("/v1/goals/<goal_id>")
 def delete_goal(goal_id: str):
-    session, principal = _caller("full")
+    _principal, inst = _caller("full")
     goal_id = _validated(goals.validate_goal_id, goal_id)
-    body, status = forward(session, principal, "delete", "DELETE", f"/api/v1/goals/{goal_id}")
-    return jsonify(body), status
+    return _proxied(forward(inst, "delete", "DELETE", f"/api/v1/goals/{goal_id}"))
 
 
 @bp.get("/v1/app/installation")
 def show_installation():
-    session, principal = _caller("read")
-    inst = installation_for(session, principal)
+    principal, ref = _caller("read")
+    if ref is None:
+        raise NotInstalled()
+    usage().flush()  # this process's pending rate-limit figures, so the answer is current
+    inst = get_session().get(Installation, ref.id)
+    if inst is None:
+        raise NotInstalled()
     return jsonify(
         {
             "success": True,

@@ -1,6 +1,9 @@
-"""How a request's credential becomes (company, user): partner keys and Pipedrive custom UI JWTs.
+"""How a request's credential becomes (company, user) and the installation that serves it: partner keys and
+Pipedrive custom UI JWTs.
 
 The credential alone decides the company and the user; nothing in the path, query or body can change them.
+On the proxy's hot path one SQL statement resolves credential -> installation -> encrypted token (and the
+company's cache generation); nothing is written (a key's last use is noted in memory, see usage.py).
 """
 
 from __future__ import annotations
@@ -9,19 +12,20 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from typing import Any
 
 import jwt
 from flask import current_app, g, request
-from sqlalchemy import or_, select, update
+from sqlalchemy import Row, Select, bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
+from . import db
 from .errors import ApiError
-from .models import PartnerKey, utcnow
+from .models import CacheGeneration, Installation, PartnerKey
+from .usage import usage
 
 KEY_PREFIX = "pdk_"
 JWT_LEEWAY_S = 30
-TOUCH_EVERY = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -78,42 +82,148 @@ def _unauthorized(message: str) -> ApiError:
     )
 
 
-def _from_key(session: Session, key: str) -> Principal:
+@dataclass(frozen=True)
+class InstallationRef:
+    """What the hot path needs of the installation serving a caller, read in the same statement as the
+    credential. The ORM row is loaded only on the slow paths (refresh, the installation endpoint)."""
+
+    id: int
+    company_id: int
+    user_id: int
+    status: str
+    api_domain: str
+    access_token_enc: str | None
+    has_refresh_token: bool
+    access_token_expires_at: Any
+    version: int
+    generation: int  # the company's goals-cache generation (database-backed cache)
+
+
+_inst = Installation.__table__
+_key = PartnerKey.__table__
+_gen = CacheGeneration.__table__
+_INSTALLATION_COLUMNS = (
+    _inst.c.id,
+    _inst.c.company_id,
+    _inst.c.user_id,
+    _inst.c.status,
+    _inst.c.api_domain,
+    _inst.c.access_token_enc,
+    _inst.c.refresh_token_enc.is_not(None).label("has_refresh_token"),
+    _inst.c.access_token_expires_at,
+    _inst.c.version,
+    _gen.c.generation,
+)
+
+
+def _serving_installation_id(company_id: Any, user_id: Any) -> Any:
+    """The installation whose token serves a credential, as a correlated subquery.
+
+    A user-bound credential uses that user's installation. A company-wide key uses an installation of the
+    company that is not uninstalled: active ones first (so a company whose only installations need
+    reauthorization is told so), an admin's first, then the most recently refreshed.
+    """
+    best = _inst.alias("best")
+    return (
+        select(best.c.id)
+        .where(
+            best.c.company_id == company_id,
+            or_(user_id.is_(None), best.c.user_id == user_id),
+            best.c.status != "uninstalled",
+        )
+        .order_by(
+            case((best.c.status == "active", 0), else_=1),
+            case((best.c.is_admin, 0), else_=1),
+            best.c.last_refreshed_at.desc().nulls_last(),
+            best.c.installed_at.desc(),
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+# Built once: SQLAlchemy caches a statement's compiled form by the statement object.
+_BY_KEY: Select = (
+    select(
+        _key.c.id.label("key_id"),
+        _key.c.key_hash,
+        _key.c.company_id.label("key_company_id"),
+        _key.c.user_id.label("key_user_id"),
+        _key.c.scope,
+        _key.c.origins,
+        _key.c.revoked_at,
+        *_INSTALLATION_COLUMNS,
+    )
+    .select_from(
+        _key.outerjoin(
+            _inst, _inst.c.id == _serving_installation_id(_key.c.company_id, _key.c.user_id)
+        ).outerjoin(_gen, _gen.c.company_id == _key.c.company_id)
+    )
+    .where(_key.c.prefix == bindparam("prefix"))
+)
+_BY_USER: Select = (
+    select(*_INSTALLATION_COLUMNS)
+    .select_from(_inst.outerjoin(_gen, _gen.c.company_id == _inst.c.company_id))
+    .where(
+        _inst.c.company_id == bindparam("company_id"),
+        _inst.c.user_id == bindparam("user_id"),
+        _inst.c.status != "uninstalled",
+    )
+)
+
+
+def _ref(row: Row) -> InstallationRef | None:
+    if row.id is None:
+        return None
+    return InstallationRef(
+        row.id,
+        row.company_id,
+        row.user_id,
+        row.status,
+        row.api_domain,
+        row.access_token_enc,
+        bool(row.has_refresh_token),
+        row.access_token_expires_at,
+        row.version,
+        row.generation or 0,
+    )
+
+
+def _fetch(statement: Select, params: dict[str, Any]) -> Row | None:
+    with db.read_connection() as conn:
+        return conn.execute(statement, params).first()
+
+
+def _from_key(key: str) -> tuple[Principal, InstallationRef | None]:
     prefix, dot, _secret = key.partition(".")
     if not dot or not prefix.startswith(KEY_PREFIX) or len(prefix) > 32:
         raise _unauthorized("The partner key is not valid.")
-    row = session.scalar(select(PartnerKey).where(PartnerKey.prefix == prefix))
+    row = _fetch(_BY_KEY, {"prefix": prefix})
     # Compare the hash even when no row matched, so an unknown prefix costs the same time as a bad secret.
     expected = row.key_hash if row is not None else hash_key("")
     if not hmac.compare_digest(expected, hash_key(key)) or row is None:
         raise _unauthorized("The partner key is not valid.")
     if row.revoked_at is not None:
         raise _unauthorized("The partner key has been revoked.")
-    _touch(session, row)
-    return Principal("key", row.company_id, row.user_id, row.scope, row.id, tuple(row.origins or ()))
+    usage().key_used(row.key_id)
+    principal = Principal(
+        "key", row.key_company_id, row.key_user_id, row.scope, row.key_id, tuple(row.origins or ())
+    )
+    return principal, _ref(row)
 
 
-def _touch(session: Session, row: PartnerKey) -> None:
-    """Record last use, at most once a minute per key, so reads do not write on every call."""
-    now = utcnow()
-    last = row.last_used_at
-    if last is None or now - last >= TOUCH_EVERY:
-        # End the read first: on SQLite a write from a transaction whose snapshot another process has
-        # since moved past fails at once with "database is locked" (the busy timeout never applies),
-        # which is what many requests with one key at once did. A fresh write transaction waits instead.
-        session.commit()
-        # The condition is checked again in SQL: of the requests that all read a stale time, the first
-        # writes and the rest match no row.
+def touch_keys(session: Session, last_used: dict[int, Any]) -> None:
+    """Store keys' last use (from usage.py's flush). A time is written only over an older one."""
+    for key_id, when in last_used.items():
         session.execute(
             update(PartnerKey)
             .where(
-                PartnerKey.id == row.id,
-                or_(PartnerKey.last_used_at.is_(None), PartnerKey.last_used_at < now - TOUCH_EVERY),
+                PartnerKey.id == key_id,
+                or_(PartnerKey.last_used_at.is_(None), PartnerKey.last_used_at < when),
             )
-            .values(last_used_at=now)
+            .values(last_used_at=when)
             .execution_options(synchronize_session=False)
         )
-        session.commit()
 
 
 def verify_panel_jwt(token: str) -> tuple[int, int]:
@@ -133,32 +243,34 @@ def verify_panel_jwt(token: str) -> tuple[int, int]:
         raise jwt.InvalidTokenError("companyId and userId are required") from None
 
 
-def _from_jwt(token: str) -> Principal:
+def _from_jwt(token: str) -> tuple[Principal, InstallationRef | None]:
     try:
         company_id, user_id = verify_panel_jwt(token)
     except jwt.InvalidTokenError:
         raise _unauthorized("The Pipedrive token is not valid or has expired.") from None
-    return Principal("jwt", company_id, user_id, "full")
+    row = _fetch(_BY_USER, {"company_id": company_id, "user_id": user_id})
+    return Principal("jwt", company_id, user_id, "full"), (_ref(row) if row is not None else None)
 
 
-def authenticate(session: Session) -> Principal:
-    """The caller of this request; exactly one credential is accepted."""
+def authenticate() -> tuple[Principal, InstallationRef | None]:
+    """The caller of this request and the installation that serves it (None: none does); exactly one
+    credential is accepted."""
     api_token = request.headers.get("x-api-token")
     authorization = request.headers.get("Authorization")
     if api_token is not None and authorization is not None:
         raise _unauthorized("Send exactly one credential, not both `x-api-token` and `Authorization`.")
     if api_token is not None:
-        principal = _from_key(session, api_token.strip())
+        principal, inst = _from_key(api_token.strip())
     elif authorization is not None:
         scheme, _, value = authorization.strip().partition(" ")
         value = value.strip()
         if scheme.lower() != "bearer" or not value:
             raise _unauthorized("Use `Authorization: Bearer <credential>`.")
-        principal = _from_key(session, value) if value.startswith(KEY_PREFIX) else _from_jwt(value)
+        principal, inst = _from_key(value) if value.startswith(KEY_PREFIX) else _from_jwt(value)
     else:
         raise _unauthorized("No credential was sent.")
     g.principal = principal
-    return principal
+    return principal, inst
 
 
 def require_scope(principal: Principal, scope: str) -> None:

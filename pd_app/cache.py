@@ -13,15 +13,18 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING
 
 import redis
 from flask import Flask, current_app
-from sqlalchemy import select, update
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .models import CacheGeneration
+
+if TYPE_CHECKING:
+    from .auth import InstallationRef
 
 LOCAL_MAX_ENTRIES = 5000
 
@@ -34,10 +37,13 @@ def _key(
 
 
 class GoalsCache:
-    def __init__(self, ttl: int, redis_url: str | None) -> None:
+    """Cached reads are the exact bytes Pipedrive answered."""
+
+    def __init__(self, ttl: int, redis_url: str | None, engine: Engine) -> None:
         self.ttl = ttl
+        self.engine = engine
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=0.5) if redis_url and ttl else None
-        self._local: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._local: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -45,44 +51,39 @@ class GoalsCache:
         return self.ttl > 0
 
     # -- generations --------------------------------------------------------------------------------------
-    def generation(self, session: Session, company_id: int) -> int:
+    def generation(self, inst: InstallationRef) -> int:
+        """The company's generation: from Redis, or the one read with the credential (auth.py)."""
         if self.redis is not None:
-            return int(self.redis.get(f"pd_app:goals:gen:{company_id}") or 0)
-        value = session.scalar(
-            select(CacheGeneration.generation).where(CacheGeneration.company_id == company_id)
-        )
-        return value or 0
+            return int(self.redis.get(f"pd_app:goals:gen:{inst.company_id}") or 0)
+        return inst.generation
 
-    def invalidate(self, session: Session, company_id: int) -> None:
+    def invalidate(self, company_id: int) -> None:
+        """Bump the company's generation, in a transaction of its own (the write's unit of work)."""
         if not self.enabled:
             return
         if self.redis is not None:
             self.redis.incr(f"pd_app:goals:gen:{company_id}")
             return
-        bumped = session.execute(
+        bump = (
             update(CacheGeneration)
             .where(CacheGeneration.company_id == company_id)
             .values(generation=CacheGeneration.generation + 1)
         )
-        if bumped.rowcount == 0:
-            session.add(CacheGeneration(company_id=company_id, generation=1))
+        with Session(self.engine) as session:
+            with session.begin():
+                if session.execute(bump).rowcount:
+                    return
             try:
-                session.commit()
-                return
+                with session.begin():
+                    session.add(CacheGeneration(company_id=company_id, generation=1))
             except IntegrityError:  # another process created it first: bump theirs
-                session.rollback()
-                session.execute(
-                    update(CacheGeneration)
-                    .where(CacheGeneration.company_id == company_id)
-                    .values(generation=CacheGeneration.generation + 1)
-                )
-        session.commit()
+                with session.begin():
+                    session.execute(bump)
 
     # -- entries ----------------------------------------------------------------------------------------
-    def get(self, key: str) -> Any | None:
+    def get(self, key: str) -> bytes | None:
         if self.redis is not None:
-            raw = self.redis.get(key)
-            return json.loads(raw) if raw is not None else None
+            return self.redis.get(key)
         with self._lock:
             hit = self._local.get(key)
             if hit is None:
@@ -93,9 +94,9 @@ class GoalsCache:
             self._local.move_to_end(key)
             return hit[1]
 
-    def put(self, key: str, body: Any) -> None:
+    def put(self, key: str, body: bytes) -> None:
         if self.redis is not None:
-            self.redis.set(key, json.dumps(body), ex=self.ttl)
+            self.redis.set(key, body, ex=self.ttl)
             return
         with self._lock:
             self._local[key] = (time.monotonic() + self.ttl, body)
@@ -103,20 +104,15 @@ class GoalsCache:
             while len(self._local) > LOCAL_MAX_ENTRIES:
                 self._local.popitem(last=False)
 
-    def key_for(
-        self,
-        session: Session,
-        company_id: int,
-        installation_id: int,
-        path: str,
-        params: list[tuple[str, str]],
-    ) -> str:
-        return _key(company_id, installation_id, self.generation(session, company_id), path, params)
+    def key_for(self, inst: InstallationRef, path: str, params: list[tuple[str, str]]) -> str:
+        return _key(inst.company_id, inst.id, self.generation(inst), path, params)
 
 
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
-    app.extensions["pd_goals_cache"] = GoalsCache(settings.goals_cache_ttl, settings.redis_url)
+    app.extensions["pd_goals_cache"] = GoalsCache(
+        settings.goals_cache_ttl, settings.redis_url, app.extensions["pd_db"]["engine"]
+    )
 
 
 def goals_cache() -> GoalsCache:

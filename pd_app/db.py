@@ -1,4 +1,15 @@
-"""The engine and the request-scoped session, one per app."""
+"""The engine and the request-scoped session, one per app, and the one rule for transactions.
+
+The rule, which every module follows:
+- A request (or CLI command) owns one session, `get_session()`, closed when the request ends. Reading through
+  it never commits: a read-only request ends with a rollback when the session closes.
+- A write is a unit of work: `with transaction() as session:` commits when the block ends and rolls back if it
+  raises. No module calls `session.commit()` on the request's session itself.
+- Work that must keep other writers out (refresh, install, uninstall) uses `locking_session()`: its own
+  connection with BEGIN IMMEDIATE on SQLite and `FOR UPDATE` rows on PostgreSQL, committed inside the block.
+- The proxy's hot path reads with `read_connection()`: one statement in autocommit mode, no BEGIN, no
+  ROLLBACK, the connection back in the pool before Pipedrive is called.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from flask import Flask, current_app, g
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -28,8 +39,12 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # noqa: ANN001
             # `with_for_update()` locks nothing on SQLite; a transaction that must exclude other writers
-            # from its first read asks for BEGIN IMMEDIATE through this execution option.
-            mode = "IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "DEFERRED"
+            # from its first read asks for BEGIN IMMEDIATE through this execution option. A read-only
+            # connection (`read_connection`) begins nothing: each statement is its own read.
+            options = conn.get_execution_options()
+            if options.get("pd_autocommit"):
+                return
+            mode = "IMMEDIATE" if options.get("sqlite_immediate") else "DEFERRED"
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
@@ -38,13 +53,24 @@ def make_engine(url: str) -> Engine:
     # old 10 + 40 overflow let 4 workers open 200, past PostgreSQL's default max_connections (100): under
     # load, requests failed with "too many clients" (bench/RESULTS.md); overflow connections also churned.
     # workers x 10 x instances must stay under the server's max_connections.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=0)
+    # No pre-ping: it would be a second round trip on every checkout. A connection the server dropped fails
+    # its statement once; SQLAlchemy then discards every pooled connection older than the failure, so the
+    # next request gets a fresh one (and the proxy answers that one request 503 with Retry-After).
+    return create_engine(url, pool_size=10, max_overflow=0, pool_recycle=1800)
+
+
+def _read_engine(engine: Engine) -> Engine:
+    """The same pool, with statements that run outside any transaction (no BEGIN, nothing to roll back)."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(pd_autocommit=True)
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def init_app(app: Flask) -> None:
     engine = make_engine(app.config["SETTINGS"].database_url)
     app.extensions["pd_db"] = {
         "engine": engine,
+        "read_engine": _read_engine(engine),
         "sessionmaker": sessionmaker(engine, expire_on_commit=False),
     }
     app.teardown_appcontext(close_session)
@@ -52,6 +78,23 @@ def init_app(app: Flask) -> None:
 
 def engine() -> Engine:
     return current_app.extensions["pd_db"]["engine"]
+
+
+def read_connection() -> Connection:
+    """A pooled connection for one or two reads outside a transaction; use it in a `with` block."""
+    return current_app.extensions["pd_db"]["read_engine"].connect()
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """The request's unit of work: commits when the block ends, rolls back when it raises."""
+    session = get_session()
+    try:
+        yield session
+    except BaseException:
+        session.rollback()
+        raise
+    session.commit()
 
 
 @contextmanager

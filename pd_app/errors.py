@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
+
+from .pipedrive import (
+    AccountInactive,
+    DomainNotAllowed,
+    GoalNotFound,
+    OutcomeUnknown,
+    PipedriveError,
+    PipedriveForbidden,
+    PipedriveRejected,
+    PipedriveThrottled,
+    PipedriveUnauthorized,
+    PipedriveUnavailable,
+)
+from .tokens import NotInstalled, ReauthRequired, TokenDecryptError, TokenServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +78,119 @@ class PageError(Exception):
         self.action_label = action_label
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """How callers see one domain exception: status, code, message and what to do (`{install_url}` is
+    filled in). `message=None` takes the exception's own message."""
+
+    status: int
+    code: str
+    message: str | None
+    error_info: str
+    retry_after: int | None = None
+
+
+# The one table from domain exception to the contract's envelope. Domain code (tokens, the Pipedrive
+# client, the proxy) raises these; nothing outside this module builds an HTTP error for them.
+DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
+    NotInstalled: Envelope(
+        409,
+        "not_installed",
+        "The app is not installed for this Pipedrive user or company.",
+        "A Pipedrive user of the company must install the app: {install_url}",
+    ),
+    ReauthRequired: Envelope(
+        401,
+        "reauth_required",
+        "Pipedrive no longer accepts this installation's authorization.",
+        "The user must install the app again: {install_url}",
+    ),
+    PipedriveUnauthorized: Envelope(
+        401,
+        "reauth_required",
+        "Pipedrive no longer accepts this installation's authorization.",
+        "The user must install the app again: {install_url}",
+    ),
+    TokenServiceUnavailable: Envelope(
+        503,
+        "upstream_unavailable",
+        "Pipedrive's sign-in service is not answering right now.",
+        "Retry later; the installation is kept.",
+        retry_after=30,
+    ),
+    TokenDecryptError: Envelope(
+        500,
+        "internal_error",
+        "This installation's credentials cannot be read.",
+        "The operator must check TOKEN_ENCRYPTION_KEYS.",
+    ),
+    DomainNotAllowed: Envelope(
+        502,
+        "upstream_error",
+        "This installation's Pipedrive address is not allowed.",
+        "The operator must check PIPEDRIVE_API_DOMAINS.",
+    ),
+    PipedriveRejected: Envelope(
+        400, "validation_failed", None, "Pipedrive refused the request; see details."
+    ),
+    AccountInactive: Envelope(
+        402,
+        "forbidden",
+        "The company's Pipedrive account is not active.",
+        "The company must settle its Pipedrive subscription.",
+    ),
+    PipedriveForbidden: Envelope(
+        403,
+        "forbidden",
+        "Pipedrive refused access.",
+        "The installation may lack the goals scope: reinstall the app to grant it.",
+    ),
+    GoalNotFound: Envelope(
+        404, "not_found", "No such goal in this company.", "Find goal ids with /api/v1/goals/find."
+    ),
+    PipedriveThrottled: Envelope(
+        429,
+        "rate_limited",
+        "Pipedrive's rate limit for this company was reached.",
+        "Retry after the number of seconds in Retry-After.",
+        retry_after=2,
+    ),
+    PipedriveUnavailable: Envelope(
+        503, "upstream_unavailable", "Pipedrive is unavailable (maintenance).", "Retry later.", retry_after=5
+    ),
+    OutcomeUnknown: Envelope(
+        504,
+        "outcome_unknown",
+        "Pipedrive did not answer in time; the change may or may not have been made.",
+        "Check with GET /api/v1/goals/find before retrying.",
+    ),
+    PipedriveError: Envelope(502, "upstream_error", None, "Retry later."),
+}
+
+
+def as_api_error(exc: Exception) -> ApiError:
+    """The envelope of a domain exception, from `DOMAIN_ERRORS` (the most specific class listed)."""
+    spec = next(DOMAIN_ERRORS[cls] for cls in type(exc).__mro__ if cls in DOMAIN_ERRORS)
+    message = getattr(exc, "message", None) or spec.message or str(exc)
+    install_url = current_app.config["SETTINGS"].public_url + "/oauth/install"
+    details = None
+    if isinstance(exc, PipedriveRejected):
+        details = [{"field": "body", "message": message, "code": "upstream_rejected"}]
+    return ApiError(
+        getattr(exc, "status", None) or spec.status,
+        spec.code,
+        message,
+        spec.error_info.format(install_url=install_url),
+        details=details,
+        retry_after=getattr(exc, "retry_after", None) or spec.retry_after,
+    )
+
+
+def domain_codes() -> list[str]:
+    """Every code the domain table can answer with (feeds the OpenAPI document's error list)."""
+    return sorted({spec.code for spec in DOMAIN_ERRORS.values()})
+
+
 def invalid(message: str, error_info: str, field: str, detail: str, code: str = "invalid") -> ApiError:
     """A 400 `validation_failed` with one problem."""
     return ApiError(
@@ -116,6 +244,14 @@ def handle_api_error(err: ApiError):  # noqa: ANN201
     return envelope(err)
 
 
+def handle_domain_error(exc: Exception):  # noqa: ANN201
+    if isinstance(exc, TokenDecryptError):
+        log.error("stored token does not decrypt")
+    elif isinstance(exc, DomainNotAllowed):
+        log.error("stored api_domain is outside the allow-list")
+    return envelope(as_api_error(exc))
+
+
 def handle_page_error(err: PageError):  # noqa: ANN201
     return _page(err.status, err.title, err.message, err.action_url, err.action_label)
 
@@ -149,6 +285,8 @@ def _info(status: int) -> str:
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(ApiError, handle_api_error)
+    for exc_class in DOMAIN_ERRORS:
+        app.register_error_handler(exc_class, handle_domain_error)
     app.register_error_handler(PageError, handle_page_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)

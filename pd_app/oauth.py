@@ -8,7 +8,6 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated, TypeVar
 
-from authlib.integrations.flask_client import OAuth
 from flask import Blueprint, Flask, current_app, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
@@ -40,17 +39,6 @@ IDENTITY_TEXT_LIMITS = {"company_domain": 255, "company_name": 255, "user_name":
 
 
 def init_app(app: Flask) -> None:
-    settings = app.config["SETTINGS"]
-    # A registry per app: a module-level one would keep the first app's client for every later app.
-    registry = OAuth(app)
-    registry.register(
-        "pipedrive",
-        client_id=settings.client_id,
-        client_secret=settings.client_secret,
-        authorize_url=settings.oauth_url + "/oauth/authorize",
-        access_token_url=settings.oauth_url + "/oauth/token",
-        client_kwargs={"token_endpoint_auth_method": "client_secret_basic"},
-    )
     app.register_blueprint(bp)
 
 
@@ -65,10 +53,7 @@ def _restart(title: str, message: str, status: int = 400) -> PageError:
 @bp.get("/oauth/install")
 def install():
     state = _serializer(STATE_SALT).dumps({"n": secrets.token_urlsafe(24)})
-    pipedrive = current_app.extensions["authlib.integrations.flask_client"].pipedrive
-    settings = current_app.config["SETTINGS"]
-    authorization = pipedrive.create_authorization_url(redirect_uri=settings.redirect_uri, state=state)
-    return redirect(authorization["url"], code=302)
+    return redirect(client().authorize_url(state), code=302)
 
 
 def _consume_state(state: str) -> None:

@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import Flask, current_app
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,7 +32,8 @@ from .pipedrive import (
     valid_expires_in,
 )
 
-RATE_LIMIT_WRITE_EVERY_S = 10
+if TYPE_CHECKING:
+    from .auth import InstallationRef
 
 
 class TokenDecryptError(Exception):
@@ -50,20 +52,37 @@ class TokenServiceUnavailable(Exception):
     """The token endpoint failed transiently; the stored tokens are kept."""
 
 
+DECRYPTED_MEMO_SIZE = 10_000
+
+
 class TokenCipher:
     def __init__(self, keys: tuple[str, ...]) -> None:
         if not keys:
             raise ValueError("at least one Fernet key is required")
         self._fernet = MultiFernet([Fernet(k) for k in keys])
+        # (company, user, field, ciphertext) -> plaintext, for the hot path: an access token is read on every
+        # proxied call and changes only when refreshed, which stores a new ciphertext (a new memo key).
+        self._memo: dict[tuple[int, int, str, str], str] = {}
 
     @staticmethod
-    def _binding(inst: Installation, field: str) -> bytes:
+    def _binding(inst: Any, field: str) -> bytes:
         return f"pd_app/v1|{inst.company_id}|{inst.user_id}|{field}|".encode()
+
+    def decrypt_memo(self, inst: Any, field: str, ciphertext: str | None) -> str:
+        """`decrypt`, remembered per row identity and ciphertext (so the binding check still holds)."""
+        memo_key = (inst.company_id, inst.user_id, field, ciphertext or "")
+        plain = self._memo.get(memo_key)
+        if plain is None:
+            plain = self.decrypt(inst, field, ciphertext)
+            if len(self._memo) >= DECRYPTED_MEMO_SIZE:
+                self._memo.clear()
+            self._memo[memo_key] = plain
+        return plain
 
     def encrypt(self, inst: Installation, field: str, token: str) -> str:
         return self._fernet.encrypt(self._binding(inst, field) + token.encode()).decode()
 
-    def decrypt(self, inst: Installation, field: str, ciphertext: str | None) -> str:
+    def decrypt(self, inst: Any, field: str, ciphertext: str | None) -> str:
         if not ciphertext:
             raise TokenDecryptError(f"no {field} stored")
         try:
@@ -117,7 +136,6 @@ class RefreshGate:
 def init_app(app: Flask) -> None:
     app.extensions["pd_cipher"] = TokenCipher(app.config["SETTINGS"].token_encryption_keys)
     app.extensions["pd_refresh_gate"] = RefreshGate()
-    app.extensions["pd_rate_limit_throttle"] = WriteThrottle(RATE_LIMIT_WRITE_EVERY_S)
 
 
 @dataclass(frozen=True)
@@ -221,25 +239,40 @@ def save_grant(session: Session, identity: Identity, token: dict) -> Installatio
     raise AssertionError("unreachable")
 
 
+def _due(expires: datetime | None, margin_s: int) -> bool:
+    return expires is None or expires - utcnow() <= timedelta(seconds=margin_s)
+
+
 def _needs_refresh(inst: Installation, margin_s: int) -> bool:
-    expires = inst.access_token_expires_at
-    if expires is None:
-        return True
-    return expires - utcnow() <= timedelta(seconds=margin_s)
+    return _due(inst.access_token_expires_at, margin_s)
 
 
-def usable_access_token(session: Session, inst: Installation) -> str:
-    """The installation's access token, refreshed first when it is within the margin of expiry."""
-    if inst.status == "uninstalled" or not inst.refresh_token_enc:
+def access_token(ref: InstallationRef) -> str:
+    """The hot path's token: the installation's access token, from memory once decrypted, refreshed first
+    (single-flight) when it is within the margin of expiry."""
+    if ref.status == "uninstalled" or not ref.has_refresh_token:
         raise NotInstalled()
-    if inst.status == "reauth_required":
+    if ref.status == "reauth_required":
         raise ReauthRequired()
-    if _needs_refresh(inst, current_app.config["SETTINGS"].refresh_margin_s):
-        return refresh(session, inst, seen_version=inst.version)
-    return cipher().decrypt(inst, "access_token", inst.access_token_enc)
+    if _due(ref.access_token_expires_at, current_app.config["SETTINGS"].refresh_margin_s):
+        return refresh_installation(ref.id, seen_version=ref.version)
+    return cipher().decrypt_memo(ref, "access_token", ref.access_token_enc)
 
 
 def refresh(session: Session, inst: Installation, *, seen_version: int, force: bool = False) -> str:
+    """`refresh_installation` for a caller holding the ORM row: ends the caller's transaction first (on
+    SQLite its old snapshot could not write after ours commits) and brings its copy up to date after."""
+    session.commit()
+    try:
+        token = refresh_installation(inst.id, seen_version=seen_version, force=force)
+    except ReauthRequired:
+        _sync(session, inst)
+        raise
+    _sync(session, inst)
+    return token
+
+
+def refresh_installation(installation_id: int, *, seen_version: int, force: bool = False) -> str:
     """Single-flight refresh: returns a usable access token, refreshing at most once across all processes.
 
     Under the row lock (PostgreSQL `FOR UPDATE`, SQLite `BEGIN IMMEDIATE`) the row is read again: if another
@@ -247,18 +280,18 @@ def refresh(session: Session, inst: Installation, *, seen_version: int, force: b
     result is used and Pipedrive is not called. The new tokens are written with a version check.
     """
     settings = current_app.config["SETTINGS"]
-    # End the caller's transaction first: on SQLite its old snapshot could not write after ours commits.
-    session.commit()
-    # The caller's session is brought up to date (`_sync`) only after the lock is gone. Doing it under the
+    # A caller's session is brought up to date (`_sync`) only after the lock is gone. Doing it under the
     # lock needs a second pooled connection while we hold one, and when the threads queued on the lock
     # hold the rest of the pool, we wait for them while they wait for us (until the pool timeout, 30 s).
     gate: RefreshGate = current_app.extensions["pd_refresh_gate"]
     reauth = False
-    with gate.lock(inst.id):
-        if gate.backing_off(inst.id):
+    with gate.lock(installation_id):
+        if gate.backing_off(installation_id):
             raise TokenServiceUnavailable("the token endpoint failed moments ago; not asking again yet")
         with db.locking_session() as locked:
-            row = locked.scalar(select(Installation).where(Installation.id == inst.id).with_for_update())
+            row = locked.scalar(
+                select(Installation).where(Installation.id == installation_id).with_for_update()
+            )
             if row is None or row.status == "uninstalled" or not row.refresh_token_enc:
                 raise NotInstalled()
             if row.status == "reauth_required":
@@ -276,10 +309,9 @@ def refresh(session: Session, inst: Installation, *, seen_version: int, force: b
                 try:
                     token, reauth = _refresh_locked(locked, row, force)
                 except TokenServiceUnavailable:
-                    gate.failed(inst.id)
+                    gate.failed(installation_id)
                     raise
-                gate.succeeded(inst.id)
-    _sync(session, inst)
+                gate.succeeded(installation_id)
     if reauth:
         raise ReauthRequired()
     return token
@@ -321,39 +353,6 @@ def _sync(session: Session, inst: Installation) -> None:
     """Bring the caller's copy of the row up to date after the locked transaction committed."""
     if inst in session:
         session.refresh(inst)
-
-
-class WriteThrottle:
-    """Per process: lets one caller per key through every `every_s` seconds (the others skip the write)."""
-
-    def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.every_s = every_s
-        self.clock = clock
-        self._last: dict[int, float] = {}
-        self._guard = threading.Lock()
-
-    def claim(self, key: int) -> bool:
-        now = self.clock()
-        with self._guard:
-            if now - self._last.get(key, float("-inf")) < self.every_s:
-                return False
-            self._last[key] = now
-            return True
-
-
-def record_rate_limit(session: Session, inst: Installation, figures: dict[str, int]) -> None:
-    """Remember the last rate-limit figures Pipedrive sent (shown to callers). The hot path must not write
-    on every call: one request per process every few seconds claims the write, and the stored timestamp
-    keeps other processes from repeating it."""
-    if not figures or not current_app.extensions["pd_rate_limit_throttle"].claim(inst.id):
-        return
-    now = utcnow()
-    last = (inst.rate_limit or {}).get("at")
-    if last and now - datetime.fromisoformat(last) < timedelta(seconds=RATE_LIMIT_WRITE_EVERY_S):
-        return
-    figures = dict(figures, at=now.isoformat(timespec="seconds"))
-    session.execute(update(Installation).where(Installation.id == inst.id).values(rate_limit=figures))
-    session.commit()
 
 
 def expires_in_s(inst: Installation, now: datetime | None = None) -> int | None:

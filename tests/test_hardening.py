@@ -16,10 +16,10 @@ from sqlalchemy import event, select, update
 from werkzeug.wrappers import Request, Response
 
 from pd_app import create_app
-from pd_app.auth import _touch
+from pd_app.auth import touch_keys
 from pd_app.db import get_session
 from pd_app.models import Installation, PartnerKey, utcnow
-from pd_app.pipedrive import TokenEndpointUnavailable, _maybe_sent, client
+from pd_app.pipedrive import TokenEndpointUnavailable, client, maybe_sent
 
 from .conftest import CLIENT_ID, CLIENT_SECRET, LiveServer, app_environ
 
@@ -212,14 +212,13 @@ def test_a_cookie_set_by_one_call_is_never_sent_on_the_next(fake_app, fake):
     with fake_app.app_context():
         client().call("GET", fake.url, "/api/v1/set", "acme-token")
         client().call("GET", fake.url, "/api/v1/echo", "globex-token")
-        assert len(client().http.cookies) == 0
     echo = fake.requests[-1]
     assert echo.path == "/api/v1/echo" and "Cookie" not in echo.headers
 
 
 def test_one_pool_per_company_host(app):
-    adapter = app.extensions["pd_client"]._adapter
-    assert adapter._pool_connections == 1000 and adapter._pool_maxsize == 64
+    pool = app.extensions["pd_client"].pool
+    assert pool.pools._maxsize == 1000 and pool.connection_pool_kw["maxsize"] == 64
 
 
 def _connection_error(reason: Exception) -> requests.ConnectionError:
@@ -228,34 +227,37 @@ def _connection_error(reason: Exception) -> requests.ConnectionError:
 
 def test_never_sent_is_told_by_urllib3s_exception_types():
     unresolved = urllib3.exceptions.NameResolutionError("acme.pipedrive.com", None, socket.gaierror(-2, "no"))  # type: ignore[arg-type]
-    assert _maybe_sent(_connection_error(unresolved)) is False
-    assert (
-        _maybe_sent(_connection_error(urllib3.exceptions.ConnectTimeoutError("connect timed out"))) is False
-    )
+    assert maybe_sent(_connection_error(unresolved)) is False
+    assert maybe_sent(_connection_error(urllib3.exceptions.ConnectTimeoutError("connect timed out"))) is False
     with pytest.raises(requests.ConnectionError) as refused:
         requests.get("http://127.0.0.1:9/", timeout=2)
-    assert _maybe_sent(refused.value) is False
+    assert maybe_sent(refused.value) is False
     # A message that merely mentions a type proves nothing: the request may have left.
     lookalike = urllib3.exceptions.ProtocolError("peer reset after NewConnectionError(...) was logged")
-    assert _maybe_sent(_connection_error(lookalike)) is True
-    assert _maybe_sent(requests.ReadTimeout("read timed out")) is True
+    assert maybe_sent(_connection_error(lookalike)) is True
+    assert maybe_sent(requests.ReadTimeout("read timed out")) is True
+    # The API client sees urllib3's own exceptions, unwrapped.
+    assert maybe_sent(unresolved) is False
+    assert maybe_sent(urllib3.exceptions.ReadTimeoutError(None, "/api/v1/goals", "read timed out")) is True  # type: ignore[arg-type]
 
 
 # -- partner key last use, readiness -------------------------------------------------------------------------
-def test_last_use_is_written_only_when_the_database_still_holds_a_stale_time(app, make_key):
+def test_last_use_is_written_only_over_an_older_time(app, make_key):
     make_key()
+    recent = utcnow() - timedelta(seconds=5)
     with app.app_context():
-        session = get_session()
-        row = session.scalar(select(PartnerKey))
-        assert row.last_used_at is None
-        session.commit()  # the session keeps its (now stale) copy of the row
-        # Another request records a use just now, after this one read the row.
-        recent = utcnow() - timedelta(seconds=5)
         with app.extensions["pd_db"]["engine"].begin() as conn:
             conn.execute(update(PartnerKey).values(last_used_at=recent))
-        _touch(session, row)
-        stored = session.scalar(select(PartnerKey.last_used_at))
-    assert stored.replace(tzinfo=None) == recent.replace(tzinfo=None)
+        session = get_session()
+        key_id = session.scalar(select(PartnerKey.id))
+        # A process that noted an older use flushes late: the newer time stays.
+        touch_keys(session, {key_id: recent - timedelta(seconds=30)})
+        session.commit()
+        assert session.scalar(select(PartnerKey.last_used_at)) == recent
+        later = utcnow()
+        touch_keys(session, {key_id: later})
+        session.commit()
+        assert session.scalar(select(PartnerKey.last_used_at)) == later
 
 
 def test_readyz_uses_one_connection(app, client):

@@ -1,0 +1,109 @@
+"""Bookkeeping the proxy's reads would otherwise write on every call: a partner key's last use and the last
+rate-limit figures Pipedrive sent for an installation.
+
+A request only notes them in this process's memory (a dict assignment). A daemon thread per process writes
+what is pending every `FLUSH_EVERY_S` seconds in one short transaction, so steady-state reads write nothing
+and the database sees at most one small write per process per interval, whatever the request rate. Anything
+that shows the figures (`/api/v1/app/installation`, `installations list`) flushes this process first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from datetime import datetime
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import Engine, update
+from sqlalchemy.orm import Session
+
+from .models import Installation, utcnow
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY_S = 10.0
+
+
+class UsageRecorder:
+    def __init__(self, engine: Engine, every_s: float = FLUSH_EVERY_S) -> None:
+        self.engine = engine
+        self.every_s = every_s
+        self._keys: dict[int, datetime] = {}
+        self._rate_limits: dict[int, dict[str, Any]] = {}
+        self._guard = threading.Lock()
+        self._flushing = threading.Lock()
+        self._thread_pid: int | None = None
+        self._stop = threading.Event()
+
+    # -- on the request path: memory only ----------------------------------------------------------------
+    def key_used(self, key_id: int) -> None:
+        self._keys[key_id] = utcnow()
+        self._ensure_thread()
+
+    def rate_limit_seen(self, installation_id: int, figures: dict[str, int]) -> None:
+        if figures:
+            self._rate_limits[installation_id] = figures
+            self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        # Started on first use in each process (a gunicorn worker forks after the app is built).
+        if self._thread_pid == os.getpid():
+            return
+        with self._guard:
+            if self._thread_pid == os.getpid():
+                return
+            self._thread_pid = os.getpid()
+            threading.Thread(
+                target=_flush_loop, args=(weakref.ref(self), self._stop, self.every_s), daemon=True
+            ).start()
+
+    # -- off the request path ----------------------------------------------------------------------------
+    def pending(self) -> bool:
+        return bool(self._keys or self._rate_limits)
+
+    def flush(self) -> None:
+        """Write what is pending, in one transaction; on failure keep nothing (it is bookkeeping)."""
+        from .auth import touch_keys  # auth notes key use here; the write lives with the keys
+
+        with self._flushing:
+            with self._guard:
+                keys, self._keys = self._keys, {}
+                figures, self._rate_limits = self._rate_limits, {}
+            if not keys and not figures:
+                return
+            try:
+                with Session(self.engine) as session, session.begin():
+                    touch_keys(session, keys)
+                    at = utcnow().isoformat(timespec="seconds")
+                    for installation_id, values in figures.items():
+                        session.execute(
+                            update(Installation)
+                            .where(Installation.id == installation_id)
+                            .values(rate_limit=dict(values, at=at))
+                            .execution_options(synchronize_session=False)
+                        )
+            except Exception:  # noqa: BLE001 (a failed flush must never take a worker down)
+                log.warning("could not store usage figures", exc_info=True)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _flush_loop(ref: weakref.ref[UsageRecorder], stop: threading.Event, every_s: float) -> None:
+    while not stop.wait(every_s):
+        recorder = ref()
+        if recorder is None:  # its app is gone
+            return
+        recorder.flush()
+        del recorder
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["pd_usage"] = UsageRecorder(app.extensions["pd_db"]["engine"])
+
+
+def usage() -> UsageRecorder:
+    return current_app.extensions["pd_usage"]

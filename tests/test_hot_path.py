@@ -1,0 +1,232 @@
+"""Guards for the proxy's hot path that do not time anything: what one steady-state read may cost in SQL
+statements, writes, connections, decryptions and Python function calls, counted, so a regression fails here
+deterministically (the timings themselves live in bench/)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+import pytest
+from cryptography.fernet import MultiFernet
+from sqlalchemy import Engine, event
+
+from pd_app import create_app
+from pd_app.auth import create_key
+from pd_app.db import get_session
+from pd_app.tokens import Identity, save_grant
+
+from .conftest import app_environ
+
+FIND = "/api/v1/goals/find"
+JWT_SECRET = "hot-path-jwt-secret-0123456789abcdef"
+GOALS = b'{"success":true,"data":[{"id":"g1","title":"Won deals"}],"additional_data":{}}'
+
+
+@dataclass
+class Seen:
+    statements: list[str] = field(default_factory=list)
+    commits: int = 0
+    checkouts: int = 0
+
+    @property
+    def writes(self) -> list[str]:
+        verbs = ("INSERT", "UPDATE", "DELETE", "BEGIN", "COMMIT", "SAVEPOINT")
+        return [s for s in self.statements if s.lstrip().upper().startswith(verbs)]
+
+
+@contextmanager
+def counting(engine: Engine) -> Iterator[Seen]:
+    seen = Seen()
+
+    def statement(_conn, _cursor, sql, *_args):  # noqa: ANN001, ANN002, ANN202
+        seen.statements.append(sql)
+
+    def commit(_conn):  # noqa: ANN001, ANN202
+        seen.commits += 1
+
+    def checkout(*_args):  # noqa: ANN002, ANN202
+        seen.checkouts += 1
+
+    listeners = [("before_cursor_execute", statement), ("commit", commit), ("checkout", checkout)]
+    for name, fn in listeners:
+        event.listen(engine, name, fn)
+    try:
+        yield seen
+    finally:
+        for name, fn in listeners:
+            event.remove(engine, name, fn)
+
+
+class Upstream:
+    """A Pipedrive stand-in that keeps connections alive (HTTP/1.1, as Pipedrive does; werkzeug's development
+    server closes each one), answers every Goals read, and records which TCP connection each came on."""
+
+    def __init__(self) -> None:
+        self.client_ports: list[int] = []
+        recorder = self.client_ports
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                recorder.append(self.client_address[1])
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(GOALS)))
+                self.send_header("x-ratelimit-remaining", "79")
+                self.end_headers()
+                self.wfile.write(GOALS)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    server = Upstream()
+    yield server
+    server.stop()
+
+
+def _serve(clean_db: str, upstream: Upstream, **env: str):  # noqa: ANN202
+    """An app whose one installation (company 1001, user 2001) lives at the stand-in; returns (app, key)."""
+    app = create_app(environ=app_environ(clean_db, upstream.url, PIPEDRIVE_JWT_SECRET=JWT_SECRET, **env))
+    token = {
+        "access_token": "a" * 40,
+        "refresh_token": "r" * 40,
+        "api_domain": upstream.url,
+        "expires_in": 86400,
+        "scope": "base,goals:full",
+    }
+    with app.app_context():
+        save_grant(get_session(), Identity(1001, 2001, "acme", "Acme", "Ada", None, True), token)
+        _row, key = create_key(get_session(), company_id=1001, name="guard")
+    return app, key
+
+
+def _panel_jwt() -> str:
+    claims = {"companyId": 1001, "userId": 2001, "exp": int(time.time()) + 600}
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+@pytest.fixture
+def served(clean_db, upstream) -> Iterator[tuple]:  # noqa: ANN001
+    app, key = _serve(clean_db, upstream)
+    yield app, key
+    app.extensions["pd_client"].close()
+    app.extensions["pd_db"]["engine"].dispose()
+
+
+@pytest.mark.parametrize("credential", ["x-api-token", "bearer-key", "panel-jwt"])
+def test_a_steady_state_read_is_one_statement_and_writes_nothing(served, upstream, credential):
+    app, key = served
+    headers = {
+        "x-api-token": {"x-api-token": key},
+        "bearer-key": {"Authorization": f"Bearer {key}"},
+        "panel-jwt": {"Authorization": f"Bearer {_panel_jwt()}"},
+    }[credential]
+    client = app.test_client()
+    assert client.get(FIND, headers=headers).status_code == 200  # warm: pools, memo, compiled statement
+    with counting(app.extensions["pd_db"]["engine"]) as seen:
+        resp = client.get(FIND, headers=headers)
+    assert resp.status_code == 200 and resp.data == GOALS
+    # credential -> installation -> token (and the cache generation) in one SELECT, on one connection
+    assert len(seen.statements) == 1 and seen.statements[0].lstrip().startswith("SELECT"), seen.statements
+    assert seen.writes == [] and seen.commits == 0
+    assert seen.checkouts == 1
+    assert len(upstream.client_ports) == 2
+
+
+def test_a_cache_hit_is_one_statement_and_never_reaches_pipedrive(clean_db, upstream):
+    app, key = _serve(clean_db, upstream, GOALS_CACHE_TTL="30")
+    client = app.test_client()
+    try:
+        assert client.get(FIND, headers={"x-api-token": key}).status_code == 200
+        with counting(app.extensions["pd_db"]["engine"]) as seen:
+            resp = client.get(FIND, headers={"x-api-token": key})
+        assert resp.status_code == 200 and resp.data == GOALS
+        assert len(seen.statements) == 1 and seen.writes == [] and seen.checkouts == 1
+        assert len(upstream.client_ports) == 1
+    finally:
+        app.extensions["pd_client"].close()
+        app.extensions["pd_db"]["engine"].dispose()
+
+
+def test_sequential_calls_reuse_one_upstream_connection(served, upstream):
+    app, key = served
+    client = app.test_client()
+    for _ in range(20):
+        assert client.get(FIND, headers={"x-api-token": key}).status_code == 200
+    assert len(upstream.client_ports) == 20
+    assert len(set(upstream.client_ports)) == 1, "each call should reuse the kept-alive connection"
+    pool = app.extensions["pd_client"].pool.connection_from_url(upstream.url)
+    assert pool.num_connections == 1
+
+
+def test_a_steady_state_read_decrypts_nothing_and_reads_no_environment(served, upstream, monkeypatch):
+    app, key = served
+    client = app.test_client()
+    assert client.get(FIND, headers={"x-api-token": key}).status_code == 200
+    decrypts: list[int] = []
+    real_decrypt = MultiFernet.decrypt
+    monkeypatch.setattr(
+        MultiFernet, "decrypt", lambda self, *a, **k: decrypts.append(1) or real_decrypt(self, *a, **k)
+    )
+
+    def no_proxy_lookup() -> dict:
+        raise AssertionError("proxy settings are read once, at start, not per call")
+
+    monkeypatch.setattr("urllib.request.getproxies", no_proxy_lookup)
+    for _ in range(5):
+        assert client.get(FIND, headers={"x-api-token": key}).status_code == 200
+    assert decrypts == []
+
+
+def _python_calls(fn) -> int:  # noqa: ANN001
+    calls = 0
+
+    def profile(_frame, event_name, _arg):  # noqa: ANN001, ANN202
+        nonlocal calls
+        if event_name in ("call", "c_call"):
+            calls += 1
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+# Python and C function calls one steady-state proxied read makes, through Flask's test client (which adds
+# its own share). Counted with this test when it was written: 4,774 on the code before the hot-path work
+# (two ORM queries, `requests`, a commit), 2,496 after. The ceiling leaves about 20% for small changes; a
+# return of per-call ORM queries, `requests`, or environment scans goes through it.
+CALL_BUDGET = 3_000
+
+
+def test_a_steady_state_read_stays_within_its_function_call_budget(served, upstream):
+    app, key = served
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get(FIND, headers={"x-api-token": key}).status_code == 200
+    calls = _python_calls(lambda: client.get(FIND, headers={"x-api-token": key}))
+    assert calls <= CALL_BUDGET, f"{calls} function calls for one proxied read (budget {CALL_BUDGET})"
