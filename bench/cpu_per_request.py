@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("calls", type=int, nargs="?", default=3000)
     parser.add_argument("--cache-hits", action="store_true", help="repeat one read with the cache on")
     parser.add_argument("--profile", action="store_true", help="print cProfile's top frames")
+    parser.add_argument("--sort", default="tottime", help="cProfile sort key (tottime, cumulative)")
     args = parser.parse_args()
     logging.getLogger("pd_app").setLevel(logging.WARNING)
     upstream = subprocess.Popen([sys.executable, "-c", UPSTREAM], stdout=subprocess.PIPE, text=True)
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace, upstream: str) -> None:
             f"wall per call: {wall / args.calls * 1e3:.3f} ms"
         )
         if profile:
-            pstats.Stats(profile).sort_stats("tottime").print_stats(35)
+            pstats.Stats(profile).sort_stats(args.sort).print_stats(45)
 
 
 if __name__ == "__main__":

@@ -67,8 +67,8 @@ def create_key(
         scope=scope,
         origins=list(origins or []),
     )
-    session.add(row)
-    session.commit()
+    with db.transaction(session):
+        session.add(row)
     return row, key
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from . import lifecycle, migrate
 from .auth import create_key
 from .cors import normalize_origin
-from .db import get_session
+from .db import get_session, transaction
 from .logs import audit
 from .models import Installation, PartnerKey, utcnow
 
@@ -81,13 +81,14 @@ def list_keys_command() -> None:
 @keys_cli.command("revoke")
 @click.argument("key_id", type=int)
 def revoke_key_command(key_id: int) -> None:
-    session = get_session()
-    row = session.get(PartnerKey, key_id)
-    if row is None:
-        raise click.ClickException(f"no key with id {key_id}")
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-        session.commit()
+    with transaction() as session:
+        row = session.get(PartnerKey, key_id)
+        if row is None:
+            raise click.ClickException(f"no key with id {key_id}")
+        newly_revoked = row.revoked_at is None
+        if newly_revoked:
+            row.revoked_at = utcnow()
+    if newly_revoked:
         audit("key_revoked", key_id=row.id, prefix=row.prefix, company_id=row.company_id)
     click.echo(f"Key {row.id} ({row.prefix}) is revoked.")
 

@@ -85,10 +85,17 @@ def read_connection() -> Connection:
     return current_app.extensions["pd_db"]["read_engine"].connect()
 
 
+def end_read(session: Session) -> None:
+    """End the session's read before a locked write on another connection: on SQLite a transaction whose
+    snapshot predates another connection's commit can never write. Loaded rows stay usable."""
+    session.commit()
+
+
 @contextmanager
-def transaction() -> Iterator[Session]:
-    """The request's unit of work: commits when the block ends, rolls back when it raises."""
-    session = get_session()
+def transaction(session: Session | None = None) -> Iterator[Session]:
+    """A unit of work on the request's session (or the one given): commits when the block ends, rolls back
+    when it raises."""
+    session = session if session is not None else get_session()
     try:
         yield session
     except BaseException:

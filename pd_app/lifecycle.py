@@ -44,7 +44,7 @@ def _erase(company_id: int, user_id: int, by: str) -> bool:
 
 def uninstall(session: Session, company_id: int, user_id: int) -> bool:
     """Pipedrive told us this user uninstalled: erase the tokens at once. True when something changed."""
-    session.commit()  # end the caller's read before the locked write (SQLite snapshots)
+    db.end_read(session)
     changed = _erase(company_id, user_id, by="pipedrive")
     if not changed:
         audit("uninstall_ignored", company_id=company_id, user_id=user_id)
@@ -52,8 +52,8 @@ def uninstall(session: Session, company_id: int, user_id: int) -> bool:
 
 
 def record_sharing(session: Session, company_id: int, user_id: int, is_shared: bool) -> None:
-    session.add(SharingNotice(company_id=company_id, user_id=user_id, is_shared=is_shared))
-    session.commit()
+    with db.transaction(session):
+        session.add(SharingNotice(company_id=company_id, user_id=user_id, is_shared=is_shared))
     audit("app_sharing", company_id=company_id, user_id=user_id, is_shared=is_shared)
 
 
@@ -79,7 +79,7 @@ def revoke(session: Session, company_id: int, user_id: int | None = None) -> Rev
             outcome.failed.append((inst.company_id, inst.user_id, str(exc)))
             audit("revoke_failed", company_id=inst.company_id, user_id=inst.user_id, error=str(exc))
             continue
-        session.commit()
+        db.end_read(session)
         _erase(inst.company_id, inst.user_id, by="operator")
         outcome.revoked.append((inst.company_id, inst.user_id))
         audit("revoked", company_id=inst.company_id, user_id=inst.user_id)
@@ -135,7 +135,7 @@ def reencrypt_all() -> tuple[int, int]:
             or_(Installation.access_token_enc.is_not(None), Installation.refresh_token_enc.is_not(None))
         )
     ).all()
-    session.commit()
+    db.end_read(session)
     done = failed = 0
     c = cipher()
     for inst_id in ids:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
-from .db import get_session
+from .db import get_session, transaction
 from .errors import ApiError, PageError, invalid, request_json
 from .lifecycle import record_sharing, uninstall
 from .logs import audit
@@ -68,19 +68,17 @@ def _consume_state(state: str) -> None:
     nonce = payload.get("n") if isinstance(payload, dict) else None
     if not isinstance(nonce, str) or not 16 <= len(nonce) <= 64:
         raise _restart("This installation link is not valid", "It was not issued by this app.")
-    session = get_session()
-    session.add(OAuthState(nonce=nonce))
     # A state spent longer ago than a state lives has expired anyway: its row guards nothing any more.
     spent_before = utcnow() - timedelta(seconds=max_age)
     try:
-        session.flush()
-        session.execute(
-            delete(OAuthState).where(OAuthState.used_at < spent_before),
-            execution_options={"synchronize_session": False},
-        )
-        session.commit()
+        with transaction() as session:
+            session.add(OAuthState(nonce=nonce))
+            session.flush()
+            session.execute(
+                delete(OAuthState).where(OAuthState.used_at < spent_before),
+                execution_options={"synchronize_session": False},
+            )
     except IntegrityError:
-        session.rollback()
         raise _restart("This installation link was already used", "Each link works once.") from None
 
 

@@ -203,7 +203,7 @@ def save_grant(session: Session, identity: Identity, token: dict) -> Installatio
 
     The write runs under the same lock as a refresh, so an install never interleaves with one.
     """
-    session.commit()  # end the caller's read: on SQLite its snapshot could not write after ours commits
+    db.end_read(session)
     for attempt in (1, 2):
         with db.locking_session() as locked:
             inst = locked.scalar(
@@ -262,7 +262,7 @@ def access_token(ref: InstallationRef) -> str:
 def refresh(session: Session, inst: Installation, *, seen_version: int, force: bool = False) -> str:
     """`refresh_installation` for a caller holding the ORM row: ends the caller's transaction first (on
     SQLite its old snapshot could not write after ours commits) and brings its copy up to date after."""
-    session.commit()
+    db.end_read(session)
     try:
         token = refresh_installation(inst.id, seen_version=seen_version, force=force)
     except ReauthRequired:

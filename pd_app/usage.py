@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, event, update
 from sqlalchemy.orm import Session
 
 from .models import Installation, utcnow
@@ -68,6 +68,8 @@ class UsageRecorder:
         """Write what is pending, in one transaction; on failure keep nothing (it is bookkeeping)."""
         from .auth import touch_keys  # auth notes key use here; the write lives with the keys
 
+        if self._stop.is_set():
+            return
         with self._flushing:
             with self._guard:
                 keys, self._keys = self._keys, {}
@@ -102,7 +104,12 @@ def _flush_loop(ref: weakref.ref[UsageRecorder], stop: threading.Event, every_s:
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["pd_usage"] = UsageRecorder(app.extensions["pd_db"]["engine"])
+    engine = app.extensions["pd_db"]["engine"]
+    recorder = UsageRecorder(engine)
+    # An engine that is disposed (a test's teardown, a shutdown) gets no more flushes: one would open a
+    # fresh connection that nobody closes.
+    event.listen(engine, "engine_disposed", lambda _engine: recorder.close())
+    app.extensions["pd_usage"] = recorder
 
 
 def usage() -> UsageRecorder:
