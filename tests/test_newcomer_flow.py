@@ -59,6 +59,7 @@ def _cli(environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.slow
 def test_newcomer_flow_end_to_end(demo):
     base, environ, http, app = demo
 

@@ -32,7 +32,10 @@ from pd_app.sandbox import fingerprint
 from .conftest import CLIENT_ID, CLIENT_SECRET, PUBLIC_URL, app_environ
 from .procs import AppDatabase, GunicornProcess, SandboxProcess, pid_serving, wait_until
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find workers")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find workers"),
+]
 
 COMPANY, USER = 1001, 2001
 FIND = "/api/v1/goals/find"

@@ -42,6 +42,15 @@ UPDATE_DOCS = os.environ.get("PD_UPDATE_SCREENSHOTS") == "1"
 expect.set_options(timeout=10_000)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every test under tests/browser drives Chromium; `make test-fast` deselects them with -m "not browser".
+    # pytest hands this hook every collected item, not just this directory's, hence the path check.
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
