@@ -93,7 +93,11 @@ class LiveServer:
     def __init__(self, wsgi_app, host: str = "127.0.0.1") -> None:  # noqa: ANN001
         self.server = make_server(host, 0, wsgi_app, threaded=True)
         self.url = f"http://{host}:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # stop() waits for the serving loop to notice, so poll often: the default 0.5 s cost every test that
+        # starts a server half a second in teardown.
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self.thread.start()
 
     def stop(self) -> None:
