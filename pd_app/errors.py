@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def request_json() -> object | None:
         return None
 
 
-def envelope(err: ApiError):  # noqa: ANN201
+def envelope(err: ApiError) -> Response:
     body = {
         "success": False,
         "error": err.message,
@@ -103,7 +103,7 @@ def _wants_json() -> bool:
 
 def _page(
     status: int, title: str, message: str, action_url: str | None = None, action_label: str | None = None
-):  # noqa: ANN202
+):
     return (
         render_template(
             "error.html", title=title, message=message, action_url=action_url, action_label=action_label
@@ -112,15 +112,15 @@ def _page(
     )
 
 
-def handle_api_error(err: ApiError):  # noqa: ANN201
+def handle_api_error(err: ApiError):
     return envelope(err)
 
 
-def handle_page_error(err: PageError):  # noqa: ANN201
+def handle_page_error(err: PageError):
     return _page(err.status, err.title, err.message, err.action_url, err.action_label)
 
 
-def handle_http_exception(exc: HTTPException):  # noqa: ANN201
+def handle_http_exception(exc: HTTPException):
     status = exc.code or 500
     if _wants_json():
         message = exc.description or exc.name
@@ -128,7 +128,7 @@ def handle_http_exception(exc: HTTPException):  # noqa: ANN201
     return _page(status, exc.name, exc.description or "")
 
 
-def handle_unexpected(exc: Exception):  # noqa: ANN201
+def handle_unexpected(exc: Exception):
     log.exception("unhandled error on %s %s", request.method, request.path)
     message = "Something went wrong on our side. It has been logged."
     if _wants_json():

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def demo(clean_db):  # noqa: ANN001, ANN201
+def demo(clean_db):
     holder = {}
     server = LiveServer(lambda environ, start_response: holder["app"](environ, start_response))
     environ = {

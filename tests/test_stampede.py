@@ -224,7 +224,7 @@ def test_concurrent_refreshes_of_different_installations_get_their_own_tokens(ap
     barrier = threading.Barrier(len(grants))
     parse = OAuth2Session.parse_response_token
 
-    def parse_then_wait(self, resp):  # noqa: ANN001, ANN202
+    def parse_then_wait(self, resp):
         token = parse(self, resp)
         try:
             barrier.wait(5)
