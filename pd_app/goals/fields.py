@@ -153,4 +153,3 @@ GoalId = Annotated[str, AfterValidator(_goal_id), Field(json_schema_extra={"patt
 QueryId = Annotated[PositiveId, BeforeValidator(_digits_to_int)]
 QueryIdList = Annotated[list[QueryId], Field(max_length=MAX_ITEMS), BeforeValidator(_at_most_items)]
 QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
-QueryNumber = Number
