@@ -27,9 +27,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-INSTALLATION_STATUSES = ("active", "reauth_required", "uninstalled")
-KEY_SCOPES = ("read", "full")
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
