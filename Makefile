@@ -5,7 +5,7 @@ PYTHON ?= python3
 NPM ?= npm
 PD_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test lint bench deps browser
+.PHONY: run test test-fast lint bench deps browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ lint: deps
 test: deps browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
+
+# The inner loop: lint and everything but the real-process and browser tests (markers in pyproject.toml).
+test-fast: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -m "not slow and not browser"
 
 bench: deps
 	$(PY) bench/proxy_bench.py

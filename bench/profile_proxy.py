@@ -29,7 +29,7 @@ from pd_app.tokens import Identity, save_grant  # noqa: E402
 
 
 class QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def log_request(self, *args, **kwargs) -> None:
         pass
 
 

@@ -22,7 +22,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-def _validated(fn, *args):  # noqa: ANN001, ANN202
+def _validated(fn, *args):
     try:
         return fn(*args)
     except goals.ValidationFailed as exc:
@@ -139,7 +139,7 @@ def show_installation():
     )
 
 
-def _iso(value) -> str | None:  # noqa: ANN001
+def _iso(value) -> str | None:
     if value is None:
         return None
     return value.isoformat()

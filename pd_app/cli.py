@@ -22,7 +22,7 @@ db_cli = AppGroup("db", help="Database migrations (Alembic).")
 tokens_cli = AppGroup("tokens", help="Token keep-alive and encryption key rotation.")
 
 
-def _when(value) -> str:  # noqa: ANN001
+def _when(value) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if value else "-"
 
 

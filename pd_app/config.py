@@ -9,7 +9,7 @@ import json
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -45,7 +45,6 @@ class Settings:
     token_timeout: float = 10.0
     refresh_margin_s: int = 300
     state_max_age_s: int = 600
-    extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def production(self) -> bool:

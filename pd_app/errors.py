@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .pipedrive import (
@@ -210,7 +210,7 @@ def request_json() -> object | None:
         return None
 
 
-def envelope(err: ApiError):  # noqa: ANN201
+def envelope(err: ApiError) -> Response:
     body = {
         "success": False,
         "error": err.message,
@@ -231,7 +231,7 @@ def _wants_json() -> bool:
 
 def _page(
     status: int, title: str, message: str, action_url: str | None = None, action_label: str | None = None
-):  # noqa: ANN202
+):
     return (
         render_template(
             "error.html", title=title, message=message, action_url=action_url, action_label=action_label
@@ -240,11 +240,11 @@ def _page(
     )
 
 
-def handle_api_error(err: ApiError):  # noqa: ANN201
+def handle_api_error(err: ApiError):
     return envelope(err)
 
 
-def handle_domain_error(exc: Exception):  # noqa: ANN201
+def handle_domain_error(exc: Exception) -> Response:
     if isinstance(exc, TokenDecryptError):
         log.error("stored token does not decrypt")
     elif isinstance(exc, DomainNotAllowed):
@@ -252,11 +252,11 @@ def handle_domain_error(exc: Exception):  # noqa: ANN201
     return envelope(as_api_error(exc))
 
 
-def handle_page_error(err: PageError):  # noqa: ANN201
+def handle_page_error(err: PageError):
     return _page(err.status, err.title, err.message, err.action_url, err.action_label)
 
 
-def handle_http_exception(exc: HTTPException):  # noqa: ANN201
+def handle_http_exception(exc: HTTPException):
     status = exc.code or 500
     if _wants_json():
         message = exc.description or exc.name
@@ -264,7 +264,7 @@ def handle_http_exception(exc: HTTPException):  # noqa: ANN201
     return _page(status, exc.name, exc.description or "")
 
 
-def handle_unexpected(exc: Exception):  # noqa: ANN201
+def handle_unexpected(exc: Exception):
     log.exception("unhandled error on %s %s", request.method, request.path)
     message = "Something went wrong on our side. It has been logged."
     if _wants_json():

@@ -24,6 +24,6 @@ class _DropQueries(logging.Filter):
 
 
 class QuerylessLogger(Logger):
-    def setup(self, cfg) -> None:  # noqa: ANN001
+    def setup(self, cfg) -> None:
         super().setup(cfg)
         self.error_log.addFilter(_DropQueries())

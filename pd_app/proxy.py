@@ -104,7 +104,7 @@ def _is_json_object(raw: bytes) -> bool:
         return False
 
 
-def _cache_call(fn, *args):  # noqa: ANN001, ANN202
+def _cache_call(fn, *args):
     """The cache is an optimisation: when its store fails, answer from Pipedrive instead of failing."""
     try:
         return fn(*args)

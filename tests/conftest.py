@@ -51,13 +51,13 @@ class NetworkGuard:
     def install(self) -> None:
         guard = self
 
-        def connect(sock, address):  # noqa: ANN001, ANN202
+        def connect(sock, address):
             if sock.family in (socket.AF_INET, socket.AF_INET6) and not guard._local(address[0]):
                 guard.blocked.append(address)
                 raise ConnectionRefusedError(f"test network guard: {address!r} is not loopback")
             return guard._connect(sock, address)
 
-        def getaddrinfo(host, *args, **kwargs):  # noqa: ANN001, ANN202
+        def getaddrinfo(host, *args, **kwargs):
             if host is not None and not guard._local(host if isinstance(host, str) else host.decode()):
                 guard.blocked.append(host)
                 raise socket.gaierror(f"test network guard: {host!r} is not loopback")
@@ -90,10 +90,14 @@ def _no_blocked_calls(network_guard: NetworkGuard) -> Iterator[None]:
 
 # -- servers -----------------------------------------------------------------------------------------------
 class LiveServer:
-    def __init__(self, wsgi_app, host: str = "127.0.0.1") -> None:  # noqa: ANN001
+    def __init__(self, wsgi_app, host: str = "127.0.0.1") -> None:
         self.server = make_server(host, 0, wsgi_app, threaded=True)
         self.url = f"http://{host}:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # stop() waits for the serving loop to notice, so poll often: the default 0.5 s cost every test that
+        # starts a server half a second in teardown.
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self.thread.start()
 
     def stop(self) -> None:
@@ -107,7 +111,7 @@ def sandbox_server() -> Iterator[LiveServer]:
     # The sandbox learns its own URL only after binding, so bind first and point the settings at it.
     holder: dict[str, object] = {}
 
-    def late_app(environ, start_response):  # noqa: ANN001, ANN202
+    def late_app(environ, start_response):
         return holder["app"](environ, start_response)
 
     server = LiveServer(late_app)
@@ -126,7 +130,7 @@ def sandbox_server() -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def sandbox(sandbox_server: LiveServer):  # noqa: ANN201
+def sandbox(sandbox_server: LiveServer):
     """The sandbox's state, reseeded for each test."""
     state = sandbox_server.sandbox_app.extensions["pd_sandbox"]  # type: ignore[attr-defined]
     state.reset()
@@ -180,7 +184,7 @@ def app_environ(database_url: str, oauth_url: str, **extra: str) -> dict[str, st
 
 
 @pytest.fixture
-def app(clean_db: str, sandbox_server: LiveServer, sandbox):  # noqa: ANN001, ANN201
+def app(clean_db: str, sandbox_server: LiveServer, sandbox):
     app = create_app(environ=app_environ(clean_db, sandbox_server.url))
     yield app
     app.extensions["pd_client"].close()
@@ -188,12 +192,12 @@ def app(clean_db: str, sandbox_server: LiveServer, sandbox):  # noqa: ANN001, AN
 
 
 @pytest.fixture
-def client(app):  # noqa: ANN001, ANN201
+def client(app):
     return app.test_client()
 
 
 @pytest.fixture
-def runner(app):  # noqa: ANN001, ANN201
+def runner(app):
     return app.test_cli_runner()
 
 
@@ -201,7 +205,7 @@ def runner(app):  # noqa: ANN001, ANN201
 class Installer:
     """Drives the install the way a browser does: app → sandbox consent → app callback."""
 
-    def __init__(self, client, sandbox_url: str) -> None:  # noqa: ANN001
+    def __init__(self, client, sandbox_url: str) -> None:
         self.client = client
         self.sandbox_url = sandbox_url
         self.http = requests.Session()
@@ -233,11 +237,11 @@ class Installer:
         assert resp.status_code == 302, resp.text
         return resp.headers["Location"]
 
-    def callback(self, location: str):  # noqa: ANN201
+    def callback(self, location: str):
         assert location.startswith(PUBLIC_URL + "/oauth/callback")
         return self.client.get(location[len(PUBLIC_URL) :])
 
-    def install(self, user_id: int = 2001):  # noqa: ANN201
+    def install(self, user_id: int = 2001):
         resp = self.callback(self.consent(user_id))
         assert resp.status_code == 302, resp.data
         return resp
@@ -247,14 +251,14 @@ class Installer:
 
 
 @pytest.fixture
-def installer(client, sandbox_server: LiveServer) -> Iterator[Installer]:  # noqa: ANN001
+def installer(client, sandbox_server: LiveServer) -> Iterator[Installer]:
     helper = Installer(client, sandbox_server.url)
     yield helper
     helper.close()
 
 
 @pytest.fixture
-def make_key(app):  # noqa: ANN001, ANN201
+def make_key(app):
     """Create a partner key through the real CLI; returns the printed key."""
 
     def make(company_id: int = 1001, user_id: int | None = None, scope: str = "full") -> str:

@@ -44,7 +44,7 @@ def backends() -> list:
 
 
 @pytest.fixture(params=backends())
-def apps(request, clean_db, sandbox_server, sandbox):  # noqa: ANN001, ANN201
+def apps(request, clean_db, sandbox_server, sandbox):
     """Two app instances sharing one database (two processes of a deployment), cache on."""
     extra = {"GOALS_CACHE_TTL": "30"}
     if request.param:
@@ -58,7 +58,7 @@ def apps(request, clean_db, sandbox_server, sandbox):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def key(apps, sandbox_server, sandbox):  # noqa: ANN001, ANN201
+def key(apps, sandbox_server, sandbox):
     from .conftest import Installer
 
     first = apps[0]
@@ -70,7 +70,7 @@ def key(apps, sandbox_server, sandbox):  # noqa: ANN001, ANN201
     return result.stdout.strip().splitlines()[-1]
 
 
-def finds(sandbox) -> int:  # noqa: ANN001
+def finds(sandbox) -> int:
     return sandbox.count("/api/v1/goals/find")
 
 

@@ -173,6 +173,7 @@ def test_bad_values_are_refused_with_one_clear_message(tmp_path, environ, messag
         load_settings(environ, tmp_path)
 
 
+@pytest.mark.slow
 def test_app_py_exits_with_the_message_in_production(tmp_path):
     import subprocess
     import sys

@@ -8,7 +8,7 @@ DASH = "https://dash.example.com"
 
 
 @pytest.fixture
-def keyed(app, installer, sandbox):  # noqa: ANN001, ANN201
+def keyed(app, installer, sandbox):
     installer.install(user_id=2001)
     runner = app.test_cli_runner()
     args = ["keys", "create", "--company-id", "1001", "--name", "dash", "--origin", DASH + "/"]

@@ -20,6 +20,7 @@ from pd_app.goals import (
     validate_results,
     validate_update,
 )
+from pd_app.sandbox import goals as sandbox_goals
 
 DROP = object()  # as a value in `changed`: remove the key
 
@@ -94,7 +95,6 @@ BAD_REQUESTS = [
     ("add", changed({"type.params": None}), "type.params", "invalid_type"),
     ("add", changed({"type.params.stage_id": 3}), "type.params.stage_id", "not_allowed"),
     ("add", changed({"type.params.activity_type_id": [9]}), "type.params.activity_type_id", "not_allowed"),
-    ("add", changed({"type.name": "activities_added"}), "type.params.pipeline_id", "not_allowed"),
     ("add", changed({"type.params.pipeline_id": "1,2"}), "type.params.pipeline_id", "invalid_type"),
     ("add", changed({"type.params.pipeline_id": [1, True]}), "type.params.pipeline_id[1]", "invalid_type"),
     ("add", changed({"type.params.pipeline_id": [0]}), "type.params.pipeline_id[0]", "too_small"),
@@ -268,8 +268,8 @@ def test_every_problem_is_reported_at_once_cross_field_rules_included():
     body = changed(
         {
             "assignee.id": True,
-            "type.name": "activities_added",  # makes pipeline_id not allowed
-            "type.params.stage_id": 4,
+            "type.params.stage_id": 4,  # not for deals_won
+            "type.params.activity_type_id": [9],  # not for deals_won
             "expected_outcome.tracking_metric": "quantity",  # makes currency_id not allowed
             "duration.end": "2024-01-01",  # before the start
             "interval": "daily",
@@ -282,8 +282,8 @@ def test_every_problem_is_reported_at_once_cross_field_rules_included():
     assert sorted(fields) == sorted(
         [
             "assignee.id",
-            "type.params.pipeline_id",
             "type.params.stage_id",
+            "type.params.activity_type_id",
             "expected_outcome.currency_id",
             "duration.end",
             "interval",
@@ -374,6 +374,56 @@ def test_add_keeps_what_was_given_and_nothing_else():
 def test_each_goal_type_takes_its_own_params(goal_type, params):
     normalized = validate_add(changed({"type": {"name": goal_type, "params": params}}))
     assert normalized["type"] == {"name": goal_type, "params": params}
+
+
+# Which type.params keys each goal type takes, as openapi-v1.yaml says (addGoal and updateGoal, `type`):
+# stage_id only deals_progressed, activity_type_id only the activities_* types, pipeline_id every type (the
+# spec ties it to none). Written out here, not imported, so that the app and the sandbox are each held to it.
+SPEC_PARAMS = {
+    "deals_won": {"pipeline_id"},
+    "deals_progressed": {"pipeline_id", "stage_id"},
+    "deals_started": {"pipeline_id"},
+    "revenue_forecast": {"pipeline_id"},
+    "activities_completed": {"pipeline_id", "activity_type_id"},
+    "activities_added": {"pipeline_id", "activity_type_id"},
+}
+PARAM_VALUES = {"pipeline_id": [1, 2], "stage_id": 3, "activity_type_id": [9]}
+
+
+def anyone(_id: int, _type: str) -> bool:
+    return True
+
+
+def test_the_params_table_names_every_goal_type_of_the_app_and_the_sandbox():
+    assert set(SPEC_PARAMS) == set(GOAL_TYPES) == set(sandbox_goals.GOAL_TYPES)
+
+
+@pytest.mark.parametrize("key", PARAM_VALUES)
+@pytest.mark.parametrize("goal_type", SPEC_PARAMS)
+def test_app_and_sandbox_take_the_params_the_spec_gives_each_goal_type(goal_type, key):
+    goal_type_body = {"name": goal_type, "params": {key: PARAM_VALUES[key]}}
+    stored = sandbox_goals.new_goal_fields(GOAL, anyone)
+    app_calls = {
+        "add": lambda: validate_add(changed({"type": goal_type_body}))["type"],
+        "update": lambda: validate_update("g1", {"type": goal_type_body})["type"],
+    }
+    sandbox_calls = {
+        "add": lambda: sandbox_goals.new_goal_fields(changed({"type": goal_type_body}), anyone)["type"],
+        "update": lambda: sandbox_goals.updated_goal_fields(stored, {"type": goal_type_body}, anyone)["type"],
+    }
+    if key in SPEC_PARAMS[goal_type]:
+        for op in ("add", "update"):
+            assert app_calls[op]() == goal_type_body, op
+            assert sandbox_calls[op]()["params"][key] == PARAM_VALUES[key], op
+    else:
+        for op in ("add", "update"):
+            with pytest.raises(ValidationFailed) as caught:
+                app_calls[op]()
+            assert [(d["field"], d["code"]) for d in caught.value.details] == [
+                (f"type.params.{key}", "not_allowed")
+            ], op
+            with pytest.raises(sandbox_goals.GoalError, match=f"^type.params.{key} is not applicable"):
+                sandbox_calls[op]()
 
 
 def test_quantity_goals_need_no_currency():

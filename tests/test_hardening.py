@@ -67,7 +67,7 @@ def fake() -> Iterator[FakePipedrive]:
 
 
 @pytest.fixture
-def fake_app(clean_db, fake):  # noqa: ANN001, ANN201
+def fake_app(clean_db, fake):
     """The app with the fake as its OAuth server and its only allowed api_domain."""
     app = create_app(environ=app_environ(clean_db, fake.url))
     yield app
@@ -91,7 +91,7 @@ def _token(fake: FakePipedrive, **changes: object) -> dict:
 ME = {"id": 2001, "company_id": 1001, "name": "Ada", "email": "ada@acme.example", "company_name": "Acme"}
 
 
-def _installations(app) -> list[Installation]:  # noqa: ANN001
+def _installations(app) -> list[Installation]:
     with app.app_context():
         return list(get_session().scalars(select(Installation)).all())
 

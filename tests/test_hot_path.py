@@ -45,13 +45,13 @@ class Seen:
 def counting(engine: Engine) -> Iterator[Seen]:
     seen = Seen()
 
-    def statement(_conn, _cursor, sql, *_args):  # noqa: ANN001, ANN002, ANN202
+    def statement(_conn, _cursor, sql, *_args):
         seen.statements.append(sql)
 
-    def commit(_conn):  # noqa: ANN001, ANN202
+    def commit(_conn):
         seen.commits += 1
 
-    def checkout(*_args):  # noqa: ANN002, ANN202
+    def checkout(*_args):
         seen.checkouts += 1
 
     listeners = [("before_cursor_execute", statement), ("commit", commit), ("checkout", checkout)]
@@ -106,7 +106,7 @@ def upstream() -> Iterator[Upstream]:
     server.stop()
 
 
-def _serve(clean_db: str, upstream: Upstream, **env: str):  # noqa: ANN202
+def _serve(clean_db: str, upstream: Upstream, **env: str):
     """An app whose one installation (company 1001, user 2001) lives at the stand-in; returns (app, key)."""
     app = create_app(environ=app_environ(clean_db, upstream.url, PIPEDRIVE_JWT_SECRET=JWT_SECRET, **env))
     token = {
@@ -128,7 +128,7 @@ def _panel_jwt() -> str:
 
 
 @pytest.fixture
-def served(clean_db, upstream) -> Iterator[tuple]:  # noqa: ANN001
+def served(clean_db, upstream) -> Iterator[tuple]:
     app, key = _serve(clean_db, upstream)
     yield app, key
     app.extensions["pd_client"].close()
@@ -200,10 +200,10 @@ def test_a_steady_state_read_decrypts_nothing_and_reads_no_environment(served, u
     assert decrypts == []
 
 
-def _python_calls(fn) -> int:  # noqa: ANN001
+def _python_calls(fn) -> int:
     calls = 0
 
-    def profile(_frame, event_name, _arg):  # noqa: ANN001, ANN202
+    def profile(_frame, event_name, _arg):
         nonlocal calls
         if event_name in ("call", "c_call"):
             calls += 1

@@ -15,7 +15,7 @@ from pd_app.models import Installation, OAuthState, utcnow
 from pd_app.oauth import STATE_SALT
 
 
-def _installations(app) -> list[Installation]:  # noqa: ANN001
+def _installations(app) -> list[Installation]:
     with app.app_context():
         return list(get_session().scalars(select(Installation)).all())
 

@@ -34,7 +34,7 @@ def raw_rows(database_url: str) -> dict[int, dict]:
 
 
 @pytest.fixture
-def two_users(installer, make_key, sandbox):  # noqa: ANN001, ANN201
+def two_users(installer, make_key, sandbox):
     installer.install(user_id=2001)
     installer.install(user_id=2002)
     keys = {2001: make_key(user_id=2001), 2002: make_key(user_id=2002)}
@@ -165,7 +165,7 @@ def test_failed_revoke_keeps_the_tokens(app, runner, two_users, clean_db, monkey
 
 
 # -- keep-alive ---------------------------------------------------------------------------------------------
-def _age_refresh_tokens(app, days: int, user_id: int) -> None:  # noqa: ANN001
+def _age_refresh_tokens(app, days: int, user_id: int) -> None:
     with app.app_context():
         session = get_session()
         inst = session.scalar(select(Installation).where(Installation.user_id == user_id))

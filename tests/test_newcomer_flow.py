@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def demo(clean_db):  # noqa: ANN001, ANN201
+def demo(clean_db):
     holder = {}
     server = LiveServer(lambda environ, start_response: holder["app"](environ, start_response))
     environ = {
@@ -59,6 +59,7 @@ def _cli(environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.slow
 def test_newcomer_flow_end_to_end(demo):
     base, environ, http, app = demo
 

@@ -24,7 +24,7 @@ GOAL = {
 }
 
 
-def with_(**changes):  # noqa: ANN001, ANN201
+def with_(**changes):
     """GOAL with dotted-path changes; a value of ... deletes the key."""
     import copy
 
@@ -42,13 +42,13 @@ def with_(**changes):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def key(installer, make_key, sandbox):  # noqa: ANN001, ANN201
+def key(installer, make_key, sandbox):
     installer.install(user_id=2001)
     sandbox.clear_calls()
     return make_key(company_id=1001)
 
 
-def api_calls(sandbox) -> int:  # noqa: ANN001
+def api_calls(sandbox) -> int:
     return sandbox.count("/api/") + sandbox.count("/oauth/token")
 
 
@@ -295,7 +295,7 @@ def test_user_bound_key_uses_that_users_token(client, installer, make_key, sandb
 
 
 # -- tokens: refresh before expiry, one retry on 401 --------------------------------------------------------
-def _expire_locally(app, user_id=2001):  # noqa: ANN001, ANN202
+def _expire_locally(app, user_id=2001):
     from datetime import timedelta
 
     from pd_app.models import utcnow

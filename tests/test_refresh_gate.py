@@ -12,7 +12,7 @@ from pd_app.lifecycle import refresh_due
 from pd_app.models import Installation, utcnow
 
 
-def _make_due(app) -> None:  # noqa: ANN001
+def _make_due(app) -> None:
     with app.app_context():
         session = get_session()
         inst = session.scalar(select(Installation).where(Installation.user_id == 2001))
@@ -97,7 +97,7 @@ def test_refresh_due_on_two_instances_at_once_refreshes_each_installation_once(
     outcomes = []
     barrier = threading.Barrier(2)
 
-    def run(app) -> None:  # noqa: ANN001
+    def run(app) -> None:
         # What `flask tokens refresh-due` calls (click's test runner swaps sys.stdout: not for threads).
         with app.app_context():
             barrier.wait(5)
@@ -125,7 +125,7 @@ def test_concurrent_calls_write_the_rate_limit_figures_once(app, installer, make
     writes: list[str] = []
     engine = app.extensions["pd_db"]["engine"]
 
-    def count(conn, cursor, statement, *args):  # noqa: ANN001, ANN002, ANN202
+    def count(conn, cursor, statement, *args):
         if statement.startswith("UPDATE installations SET rate_limit"):
             writes.append(statement)
 

@@ -908,6 +908,7 @@ def test_works_mounted_under_a_prefix():
     assert me.status_code == 200 and me.json["data"]["id"] == 2001
 
 
+@pytest.mark.slow
 def test_runs_as_its_own_process():
     root = Path(__file__).resolve().parents[1]
     options = "--port 0 --client-id cli-id --client-secret cli-secret --redirect-uri http://x.test/cb"

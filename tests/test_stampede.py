@@ -32,7 +32,10 @@ from pd_app.sandbox import fingerprint
 from .conftest import CLIENT_ID, CLIENT_SECRET, PUBLIC_URL, app_environ
 from .procs import AppDatabase, GunicornProcess, SandboxProcess, pid_serving, wait_until
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find workers")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find workers"),
+]
 
 COMPANY, USER = 1001, 2001
 FIND = "/api/v1/goals/find"
@@ -221,7 +224,7 @@ def test_concurrent_refreshes_of_different_installations_get_their_own_tokens(ap
     barrier = threading.Barrier(len(grants))
     parse = OAuth2Session.parse_response_token
 
-    def parse_then_wait(self, resp):  # noqa: ANN001, ANN202
+    def parse_then_wait(self, resp):
         token = parse(self, resp)
         try:
             barrier.wait(5)

@@ -36,7 +36,7 @@ def test_migrations_run_from_empty_to_head_and_back(tmp_path):
     engine.dispose()
 
 
-def _installation(company_id=1, user_id=2):  # noqa: ANN001, ANN202
+def _installation(company_id=1, user_id=2):
     return Installation(company_id=company_id, user_id=user_id, api_domain="https://x.pipedrive.com")
 
 

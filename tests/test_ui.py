@@ -32,7 +32,7 @@ JWT_SECRET = "panel-jwt-secret-0123456789abcdefghijklmnop"
 
 
 @pytest.fixture
-def app(clean_db, sandbox_server, sandbox):  # noqa: ANN001, ANN201
+def app(clean_db, sandbox_server, sandbox):
     """conftest's app, with a custom UI JWT secret of a realistic length."""
     app = create_app(environ=app_environ(clean_db, sandbox_server.url, PIPEDRIVE_JWT_SECRET=JWT_SECRET))
     yield app
@@ -54,7 +54,7 @@ def sign(
     *,
     alg: str = "HS256",
     secret: str = JWT_SECRET,
-    digest=hashlib.sha256,  # noqa: ANN001
+    digest=hashlib.sha256,
     without: tuple[str, ...] = (),
 ) -> str:
     now = int(time.time())
@@ -90,7 +90,7 @@ BAD_TOKENS = {
 }
 
 
-def panel(client, token: str, **query: object):  # noqa: ANN001, ANN201
+def panel(client, token: str, **query: object):
     params = {
         "id": "ext-1",
         "resource": "deal",
@@ -102,13 +102,13 @@ def panel(client, token: str, **query: object):  # noqa: ANN001, ANN201
     return client.get("/ui/panel", query_string=params)
 
 
-def screen_of(resp) -> str:  # noqa: ANN001
+def screen_of(resp) -> str:
     match = re.search(r'data-screen="([a-z_]+)"', resp.get_data(as_text=True))
     assert match, resp.get_data(as_text=True)[:500]
     return match.group(1)
 
 
-def set_status(app, user_id: int, status: str) -> None:  # noqa: ANN001
+def set_status(app, user_id: int, status: str) -> None:
     with app.app_context():
         session = get_session()
         session.execute(update(Installation).where(Installation.user_id == user_id).values(status=status))
@@ -278,7 +278,7 @@ def test_the_sdk_is_pinned_and_served_from_the_apps_origin(client):
 
 
 def test_a_crash_in_the_panel_is_still_a_framable_panel_screen(client, monkeypatch):
-    def boom():  # noqa: ANN202
+    def boom():
         raise RuntimeError("database down")
 
     monkeypatch.setattr("pd_app.ui.resolve_panel", boom)

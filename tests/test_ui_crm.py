@@ -19,7 +19,7 @@ SECRET_KEY = "crm-page-secret-key-0123456789"
 
 
 @pytest.fixture
-def demo(clean_db):  # noqa: ANN001, ANN201
+def demo(clean_db):
     """The app as `make run` starts it: PD_SANDBOX=1, the sandbox mounted at /sandbox."""
     app = create_app(
         environ={

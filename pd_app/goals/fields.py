@@ -24,11 +24,11 @@ ASSIGNEE_TYPES = ("person", "company", "team")
 TRACKING_METRICS = ("quantity", "sum")
 INTERVALS = ("weekly", "monthly", "quarterly", "yearly")
 
-# Which type.params keys make sense for which goal type (platform.md, "Goals API v1").
-DEAL_GOAL_TYPES = ("deals_won", "deals_progressed", "deals_started", "revenue_forecast")
+# Which type.params keys go with which goal type. openapi-v1.yaml (addGoal and updateGoal, `type`) ties
+# stage_id to deals_progressed and activity_type_id to activities_*; pipeline_id to none: every type takes it.
 ACTIVITY_GOAL_TYPES = ("activities_completed", "activities_added")
 PARAMS_ALLOWED_FOR = {
-    "pipeline_id": DEAL_GOAL_TYPES,
+    "pipeline_id": GOAL_TYPES,
     "stage_id": ("deals_progressed",),
     "activity_type_id": ACTIVITY_GOAL_TYPES,
 }
@@ -153,4 +153,3 @@ GoalId = Annotated[str, AfterValidator(_goal_id), Field(json_schema_extra={"patt
 QueryId = Annotated[PositiveId, BeforeValidator(_digits_to_int)]
 QueryIdList = Annotated[list[QueryId], Field(max_length=MAX_ITEMS), BeforeValidator(_at_most_items)]
 QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
-QueryNumber = Number

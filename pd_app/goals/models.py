@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError, PydanticKnownError
 
 from .fields import (
+    GOAL_TYPES,
     PARAMS_ALLOWED_FOR,
     AssigneeId,
     AssigneeType,
@@ -23,11 +24,11 @@ from .fields import (
     GoalTypeName,
     IdList,
     Interval,
+    Number,
     PositiveId,
     QueryBool,
     QueryId,
     QueryIdList,
-    QueryNumber,
     Target,
     Title,
     TrackingMetric,
@@ -108,7 +109,7 @@ class GoalParams(RequestModel):
     """Filters of the goal type. Omit a key, or set an array key to null, to track everything."""
 
     pipeline_id: IdList | None = Field(
-        None, description="Pipelines to track; null tracks all. Only for deals_* and revenue_forecast goals."
+        None, description="Pipelines to track; null tracks all. Any goal type."
     )
     stage_id: PositiveId = Field(None, description="The stage to track. Only for deals_progressed goals.")
     activity_type_id: IdList | None = Field(
@@ -127,7 +128,7 @@ class GoalType(RequestModel):
     @classmethod
     def cross_field_problems(cls, data: dict[str, Any]) -> list[Problem]:
         name, params = data.get("name"), data.get("params")
-        if name not in PARAMS_ALLOWED_FOR["pipeline_id"] + PARAMS_ALLOWED_FOR["activity_type_id"]:
+        if name not in GOAL_TYPES:
             return []  # an unknown name is reported by the field itself
         if not isinstance(params, dict):
             return []
@@ -255,7 +256,7 @@ class FindGoalsQuery(QueryModel):
     assignee_type: AssigneeType = Field(
         None, alias="assignee.type", description="The assignee type." + _EVERYONE
     )
-    target: QueryNumber = Field(None, alias="expected_outcome.target", description="The target." + _EVERYONE)
+    target: Number = Field(None, alias="expected_outcome.target", description="The target." + _EVERYONE)
     tracking_metric: TrackingMetric = Field(
         None, alias="expected_outcome.tracking_metric", description="The tracking metric." + _EVERYONE
     )

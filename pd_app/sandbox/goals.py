@@ -98,6 +98,8 @@ def _clean_type(body: Mapping[str, Any]) -> dict[str, Any]:
     params = raw.get("params") or {}
     if not isinstance(params, dict):
         raise GoalError("type.params must be an object")
+    # openapi-v1.yaml (addGoal, `type`): stage_id only for deals_progressed, activity_type_id only for
+    # activities_*; pipeline_id is tied to no type, so every type takes it.
     allowed = {"pipeline_id"}
     if name == "deals_progressed":
         allowed.add("stage_id")

@@ -42,6 +42,15 @@ UPDATE_DOCS = os.environ.get("PD_UPDATE_SCREENSHOTS") == "1"
 expect.set_options(timeout=10_000)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every test under tests/browser drives Chromium; `make test-fast` deselects them with -m "not browser".
+    # pytest hands this hook every collected item, not just this directory's, hence the path check.
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
@@ -59,13 +68,13 @@ def browser() -> Iterator[Browser]:
 class Demo:
     """The running app with its mounted sandbox, and what a test does to them."""
 
-    def __init__(self, url: str, app) -> None:  # noqa: ANN001
+    def __init__(self, url: str, app) -> None:
         self.url = url
         self.app = app
         self.http = requests.Session()
 
     @property
-    def sandbox(self):  # noqa: ANN201
+    def sandbox(self):
         return self.app.extensions["pd_sandbox_app"].extensions["pd_sandbox"]
 
     def install(self, user_id: int = 2001) -> None:
@@ -129,7 +138,7 @@ class Tab:
         assert frame is not None
         return frame
 
-    def host(self, expression: str = "window.sandboxHost"):  # noqa: ANN201
+    def host(self, expression: str = "window.sandboxHost"):
         """Read the sandbox host's state (what the panel asked of "Pipedrive")."""
         return self.page.evaluate(expression)
 
@@ -165,7 +174,7 @@ def tab(browser: Browser) -> Iterator[Tab]:
     result = Tab(page)
     page.on("pageerror", lambda exc: result.errors.append(str(exc)))
 
-    def console(message) -> None:  # noqa: ANN001
+    def console(message) -> None:
         if "Content Security Policy" in message.text:
             result.csp_violations.append(message.text)
 

@@ -104,7 +104,7 @@ def test_a_page_on_another_origin_cannot_frame_the_panel(demo: Demo, tab: Tab):
     crm_html = tab.page.request.get(demo.crm()).text()
     src = re.search(r'id="panel-frame"[^>]* src="([^"]+)"', crm_html).group(1).replace("&amp;", "&")
 
-    def framing_page(environ, start_response):  # noqa: ANN001, ANN202
+    def framing_page(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/html")])
         return [f'<!doctype html><iframe id="f" src="{demo.url}{src}"></iframe>'.encode()]
 
