@@ -23,9 +23,10 @@ from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 from pd_app import create_app  # noqa: E402
 from pd_app.auth import create_key  # noqa: E402
 from pd_app.db import get_session  # noqa: E402
+from pd_app.install.identity import Identity
 from pd_app.migrate import upgrade  # noqa: E402
 from pd_app.sandbox import SandboxSettings, create_sandbox_app  # noqa: E402
-from pd_app.tokens import Identity, save_grant  # noqa: E402
+from pd_app.tokens.store import save_grant  # noqa: E402
 
 
 class QuietHandler(WSGIRequestHandler):

@@ -10,21 +10,18 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import (
-    api,
-    cache,
     cli,
-    cors,
     db,
     errors,
+    install,
     logs,
     metrics,
-    oauth,
     ops,
     pipedrive,
+    proxy,
     sandbox_mount,
     tokens,
     ui,
-    usage,
     web,
 )
 from .config import load_settings, production_warnings
@@ -48,14 +45,12 @@ def create_app(
     for warning in production_warnings(settings):
         app.logger.warning(warning)
     db.init_app(app)
-    usage.init_app(app)
     tokens.init_app(app)
     pipedrive.init_app(app)
-    cache.init_app(app)
     metrics.init_app(app)
     errors.init_app(app)
-    cors.init_app(app)
-    for module in (web, oauth, api, ops, cli, ui):
+    proxy.init_app(app)
+    for module in (web, install, ops, cli, ui):
         module.init_app(app)
     app.after_request(web.add_security_headers)
     sandbox_mount.init_app(app)

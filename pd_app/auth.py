@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from . import db
 from .errors import ApiError
 from .models import CacheGeneration, Installation, PartnerKey
-from .usage import usage
+from .proxy.usage import usage
 
 KEY_PREFIX = "pdk_"
 JWT_LEEWAY_S = 30

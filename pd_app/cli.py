@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from . import lifecycle, migrate
 from .auth import create_key
-from .cors import normalize_origin
 from .db import get_session, transaction
 from .logs import audit
 from .models import Installation, PartnerKey, utcnow
+from .proxy.cors import normalize_origin
 
 keys_cli = AppGroup("keys", help="Partner keys for the /api/v1 proxy.")
 installations_cli = AppGroup("installations", help="Installations of the app (never shows a token).")

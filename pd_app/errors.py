@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from .pipedrive import (
+from .pipedrive.api import (
     AccountInactive,
     DomainNotAllowed,
     GoalNotFound,
@@ -20,7 +20,9 @@ from .pipedrive import (
     PipedriveUnauthorized,
     PipedriveUnavailable,
 )
-from .tokens import NotInstalled, ReauthRequired, TokenDecryptError, TokenServiceUnavailable
+from .tokens.cipher import TokenDecryptError
+from .tokens.refresh import TokenServiceUnavailable
+from .tokens.store import NotInstalled, ReauthRequired
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,11 @@ from sqlalchemy.orm import Session
 from . import db
 from .logs import audit
 from .models import Installation, SharingNotice, utcnow
-from .pipedrive import TokenEndpointUnavailable, client
-from .tokens import (
-    NotInstalled,
-    ReauthRequired,
-    TokenDecryptError,
-    TokenServiceUnavailable,
-    cipher,
-    refresh,
-)
+from .pipedrive import client
+from .pipedrive.api import TokenEndpointUnavailable
+from .tokens.cipher import TokenDecryptError, cipher
+from .tokens.refresh import TokenServiceUnavailable, refresh
+from .tokens.store import NotInstalled, ReauthRequired
 
 
 def _erase(company_id: int, user_id: int, by: str) -> bool:

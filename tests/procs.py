@@ -21,8 +21,9 @@ from sqlalchemy import select, update
 from pd_app import create_app
 from pd_app.auth import create_key
 from pd_app.db import get_session
+from pd_app.install.identity import Identity
 from pd_app.models import Installation, utcnow
-from pd_app.tokens import Identity, save_grant
+from pd_app.tokens.store import save_grant
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

@@ -149,7 +149,9 @@ def test_a_write_whose_outcome_is_unknown_still_invalidates(apps, key, sandbox, 
         time.sleep(0.05)
     sandbox.set_knobs(api_delay_s=0.0)
     monkeypatch.undo()
-    after = client.get("/api/v1/goals/find", headers={"x-api-token": key}).get_json()["data"]["goals"]
+    after_resp = client.get("/api/v1/goals/find", headers={"x-api-token": key})
+    assert after_resp.status_code == 200, after_resp.get_json()
+    after = after_resp.get_json()["data"]["goals"]
     assert len(after) == len(before) + 1
     assert "Cached?" in {g["title"] for g in after}
 

@@ -19,7 +19,8 @@ from pd_app import create_app
 from pd_app.auth import touch_keys
 from pd_app.db import get_session
 from pd_app.models import Installation, PartnerKey, utcnow
-from pd_app.pipedrive import TokenEndpointUnavailable, client, maybe_sent
+from pd_app.pipedrive import client
+from pd_app.pipedrive.api import TokenEndpointUnavailable, maybe_sent
 
 from .conftest import CLIENT_ID, CLIENT_SECRET, LiveServer, app_environ
 

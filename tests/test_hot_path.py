@@ -20,7 +20,8 @@ from sqlalchemy import Engine, event
 from pd_app import create_app
 from pd_app.auth import create_key
 from pd_app.db import get_session
-from pd_app.tokens import Identity, save_grant
+from pd_app.install.identity import Identity
+from pd_app.tokens.store import save_grant
 
 from .conftest import app_environ
 

@@ -11,8 +11,8 @@ from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
 
 from pd_app.db import get_session
+from pd_app.install.flow import STATE_SALT
 from pd_app.models import Installation, OAuthState, utcnow
-from pd_app.oauth import STATE_SALT
 
 
 def _installations(app) -> list[Installation]:
@@ -183,7 +183,7 @@ def test_api_domain_outside_the_allow_list_is_refused_and_nothing_sent(
 
 
 def test_production_style_allow_list_accepts_pipedrive_subdomains_only():
-    from pd_app.pipedrive import DomainAllowList
+    from pd_app.pipedrive.allowlist import DomainAllowList
 
     allow = DomainAllowList(("https://*.pipedrive.com",))
     assert allow.allows("https://acme.pipedrive.com")

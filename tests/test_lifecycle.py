@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, select, text
 from pd_app import create_app
 from pd_app.db import get_session
 from pd_app.models import Installation, SharingNotice, utcnow
-from pd_app.tokens import TokenDecryptError, cipher
+from pd_app.tokens.cipher import TokenDecryptError, cipher
 
 from .conftest import CLIENT_ID, CLIENT_SECRET, ENCRYPTION_KEY, app_environ
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from pd_app import create_app
 from pd_app.db import get_session
 from pd_app.models import Installation
-from pd_app.tokens import cipher
+from pd_app.tokens.cipher import cipher
 
 from .conftest import ENCRYPTION_KEY, LiveServer
 

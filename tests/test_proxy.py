@@ -11,7 +11,7 @@ from sqlalchemy import select
 from pd_app.db import get_session
 from pd_app.models import Installation
 from pd_app.sandbox import fingerprint
-from pd_app.tokens import cipher
+from pd_app.tokens.cipher import cipher
 
 TODAY = date.today().isoformat()
 GOAL = {

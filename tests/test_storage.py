@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, inspect, select, text
 from pd_app.db import get_session
 from pd_app.migrate import downgrade, heads, upgrade
 from pd_app.models import Base, Installation
-from pd_app.tokens import TokenCipher, TokenDecryptError, cipher
+from pd_app.tokens.cipher import TokenCipher, TokenDecryptError, cipher
 
 
 def test_models_and_migrations_agree(database_url):

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, g, request
 from sqlalchemy import select
 
-from .db import get_session
-from .models import PartnerKey
+from ..db import get_session
+from ..models import PartnerKey
 
 ALLOWED_HEADERS = "x-api-token, authorization, content-type"
 EXPOSED_HEADERS = "Retry-After"

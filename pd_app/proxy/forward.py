@@ -15,20 +15,21 @@ from typing import Any
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import metrics
-from .auth import InstallationRef
-from .cache import goals_cache
-from .pipedrive import (
+from .. import metrics
+from ..auth import InstallationRef
+from ..pipedrive import client
+from ..pipedrive.api import (
     OutcomeUnknown,
     PipedriveError,
     PipedriveUnauthorized,
     PipedriveUnavailable,
     UpstreamResponse,
     UpstreamUnreachable,
-    client,
     raise_for_status,
 )
-from .tokens import NotInstalled, access_token, refresh_installation
+from ..tokens.refresh import access_token, refresh_installation
+from ..tokens.store import NotInstalled
+from .cache import goals_cache
 from .usage import usage
 
 log = logging.getLogger(__name__)

@@ -10,21 +10,20 @@ from __future__ import annotations
 import http.cookiejar
 import json as _json
 import logging
-import re
 import urllib.request
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import requests
 import urllib3
 import urllib3.exceptions
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
-from flask import Flask, current_app
 from requests.adapters import HTTPAdapter
 
-from .config import Settings
+from ..config import Settings
+from .allowlist import DomainAllowList
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,6 @@ RATE_LIMIT_HEADERS = (
     "x-daily-ratelimit-token-limit",
     "x-daily-ratelimit-token-remaining",
 )
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 # No access token lives a year (and far beyond that, the expiry date itself would overflow).
 MAX_EXPIRES_IN_S = 366 * 86400
 USER_AGENT = "pd_app/0.1"
@@ -186,34 +184,6 @@ class UpstreamResponse:
     @cached_property
     def retry_after(self) -> int | None:
         return _retry_after(self.headers)
-
-
-class DomainAllowList:
-    """Patterns like `https://*.pipedrive.com`; `*` stands for exactly one DNS label."""
-
-    def __init__(self, patterns: tuple[str, ...]) -> None:
-        self._rules = [self._compile(p) for p in patterns]
-
-    @staticmethod
-    def _compile(pattern: str) -> tuple[str, re.Pattern[str], int | None, str]:
-        parts = urlsplit(pattern.strip())
-        host = (parts.hostname or "").lower()
-        regex = r"\.".join(_LABEL if label == "*" else re.escape(label) for label in host.split("."))
-        return parts.scheme, re.compile(rf"\A{regex}\Z"), parts.port, parts.path.rstrip("/")
-
-    def allows(self, url: str) -> bool:
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            return False
-        if parts.username or parts.password or parts.query or parts.fragment or not parts.hostname:
-            return False
-        host, path = parts.hostname.lower(), parts.path.rstrip("/")
-        return any(
-            parts.scheme == scheme and rx.match(host) and port == rport and path == rpath
-            for scheme, rx, rport, rpath in self._rules
-        )
 
 
 def _parse_rate_limit(headers: Any) -> dict[str, int]:
@@ -410,11 +380,3 @@ class PipedriveClient:
         except urllib3.exceptions.HTTPError as exc:
             raise UpstreamUnreachable(type(exc).__name__, sent=maybe_sent(exc)) from None
         return UpstreamResponse(resp.status, resp.data, resp.headers)
-
-
-def init_app(app: Flask) -> None:
-    app.extensions["pd_client"] = PipedriveClient(app.config["SETTINGS"])
-
-
-def client() -> PipedriveClient:
-    return current_app.extensions["pd_client"]

@@ -1,45 +1,35 @@
-"""Install flow: /oauth/install and the GET /oauth/callback (code exchange, identity, storing the grant)."""
+"""The install flow: /oauth/install, GET /oauth/callback (code exchange, identity, storing the grant) and the
+page after it."""
 
 from __future__ import annotations
 
-import hmac
 import secrets
-from dataclasses import replace
 from datetime import timedelta
-from typing import Annotated, TypeVar
 
-from flask import Blueprint, Flask, current_app, redirect, render_template, request, url_for
+from flask import current_app, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
-from .db import get_session, transaction
-from .errors import ApiError, PageError, invalid, request_json
-from .lifecycle import record_sharing, uninstall
-from .logs import audit
-from .models import Installation, OAuthState, utcnow
-from .pipedrive import (
+from ..db import get_session, transaction
+from ..errors import PageError
+from ..logs import audit
+from ..models import Installation, OAuthState, utcnow
+from ..pipedrive import client
+from ..pipedrive.api import (
     DomainNotAllowed,
     TokenEndpointError,
     TokenEndpointUnavailable,
     TokenResponseMalformed,
     UpstreamUnreachable,
-    client,
 )
-from .tokens import Identity, check_token_response, save_grant
-
-bp = Blueprint("oauth", __name__)
+from ..tokens.store import check_token_response, save_grant
+from . import bp
+from .identity import identity_from_users_me
 
 STATE_SALT = "pd-app/oauth-state"
 TICKET_SALT = "pd-app/installed-ticket"
 TICKET_MAX_AGE_S = 600
-# Longest text /users/me may put in each column (models.Installation); longer values are cut, not refused.
-IDENTITY_TEXT_LIMITS = {"company_domain": 255, "company_name": 255, "user_name": 255, "user_email": 320}
-
-
-def init_app(app: Flask) -> None:
-    app.register_blueprint(bp)
 
 
 def _serializer(salt: str) -> URLSafeTimedSerializer:
@@ -86,20 +76,6 @@ def _incomplete_answer() -> PageError:
     return _restart("Pipedrive's answer was incomplete", "Nothing was stored. Please try again.", 502)
 
 
-def _identity(data: object) -> Identity:
-    """Who installed, from /users/me's `data`, cut to fit the columns; ValueError when it names nobody."""
-    if not isinstance(data, dict):
-        raise ValueError("/users/me data is not an object")
-    identity = Identity.from_users_me(data)
-    if not (0 < identity.company_id < 2**63 and 0 < identity.user_id < 2**63):
-        raise ValueError("/users/me ids out of range")
-    texts = {}
-    for name, limit in IDENTITY_TEXT_LIMITS.items():
-        value = getattr(identity, name)
-        texts[name] = value[:limit] if isinstance(value, str) else None
-    return replace(identity, **texts)
-
-
 def _finish_install(code: str) -> Installation:
     try:
         token = client().exchange_code(code)
@@ -140,7 +116,7 @@ def _finish_install(code: str) -> Installation:
         ) from None
     data = me.body.get("data") if me.status == 200 and isinstance(me.body, dict) else None
     try:
-        identity = _identity(data)
+        identity = identity_from_users_me(data)
     except (TypeError, KeyError, ValueError, OverflowError):
         audit("install_failed", reason="users_me", status=me.status)
         raise _restart(
@@ -192,97 +168,3 @@ def installed():
         except (BadSignature, KeyError, TypeError, ValueError):
             inst = None
     return render_template("installed.html", inst=inst)
-
-
-# -- notices from Pipedrive on the same Callback URL ------------------------------------------------------
-PipedriveId = Annotated[StrictInt, Field(gt=0, lt=2**63)]  # JSON numbers only: no `true`, `1.0`, "1"
-
-
-class UninstallNotice(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    client_id: str
-    company_id: PipedriveId
-    user_id: PipedriveId
-    timestamp: str | int | None = None
-
-
-class SharingNoticeBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    company_id: PipedriveId
-    user_id: PipedriveId
-    isShared: StrictBool  # noqa: N815 (Pipedrive's field name)
-
-
-NoticeT = TypeVar("NoticeT", bound=BaseModel)
-
-
-def _client_credentials_match() -> bool:
-    """HTTP Basic `client_id:client_secret`, compared in constant time (both parts, always)."""
-    settings = current_app.config["SETTINGS"]
-    auth = request.authorization
-    if auth is None or auth.type != "basic":
-        return False
-    id_ok = hmac.compare_digest((auth.username or "").encode(), settings.client_id.encode())
-    secret_ok = hmac.compare_digest((auth.password or "").encode(), settings.client_secret.encode())
-    return id_ok & secret_ok
-
-
-def _notice_body(model: type[NoticeT]) -> NoticeT:
-    body = request_json()
-    if not isinstance(body, dict):
-        raise invalid(
-            "The notice must be a JSON object.", "Send Pipedrive's JSON.", "body", "must be a JSON object"
-        )
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        details = [
-            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "code": "invalid"}
-            for e in exc.errors(include_url=False)
-        ]
-        raise ApiError(
-            400, "validation_failed", "The notice is not valid.", "Send Pipedrive's JSON.", details=details
-        ) from None
-
-
-def _unauthorized_notice() -> ApiError:
-    return ApiError(
-        401,
-        "unauthorized",
-        "Bad client credentials.",
-        "Pipedrive signs notices with HTTP Basic client_id:client_secret.",
-    )
-
-
-@bp.delete("/oauth/callback")
-def uninstall_notice():
-    if not _client_credentials_match():
-        raise _unauthorized_notice()
-    notice = _notice_body(UninstallNotice)
-    if not hmac.compare_digest(notice.client_id.encode(), current_app.config["SETTINGS"].client_id.encode()):
-        raise invalid(
-            "The notice is for another app.", "Check client_id.", "client_id", "does not match this app"
-        )
-    uninstall(get_session(), notice.company_id, notice.user_id)
-    return {"success": True}
-
-
-@bp.post("/oauth/callback")
-def sharing_notice():
-    # Whether Pipedrive signs this notice is unconfirmed: credentials are checked when they are sent.
-    authenticated = request.authorization is not None
-    if authenticated and not _client_credentials_match():
-        raise _unauthorized_notice()
-    notice = _notice_body(SharingNoticeBody)
-    if not authenticated:
-        # Anyone could have sent it: keep it in the log only, so strangers cannot fill the database.
-        audit(
-            "app_sharing",
-            company_id=notice.company_id,
-            user_id=notice.user_id,
-            is_shared=notice.isShared,
-            authenticated=False,
-        )
-        return {"success": True}
-    record_sharing(get_session(), notice.company_id, notice.user_id, notice.isShared)
-    return {"success": True}

@@ -21,10 +21,10 @@ from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .models import CacheGeneration
+from ..models import CacheGeneration
 
 if TYPE_CHECKING:
-    from .auth import InstallationRef
+    from ..auth import InstallationRef
 
 LOCAL_MAX_ENTRIES = 5000
 

@@ -20,7 +20,7 @@ from flask import Flask, current_app
 from sqlalchemy import Engine, event, update
 from sqlalchemy.orm import Session
 
-from .models import Installation, utcnow
+from ..models import Installation, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class UsageRecorder:
 
     def flush(self) -> None:
         """Write what is pending, in one transaction; on failure keep nothing (it is bookkeeping)."""
-        from .auth import touch_keys  # auth notes key use here; the write lives with the keys
+        from ..auth import touch_keys  # auth notes key use here; the write lives with the keys
 
         if self._stop.is_set():
             return

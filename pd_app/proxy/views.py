@@ -6,13 +6,13 @@ import functools
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 
-from . import goals
-from .auth import InstallationRef, Principal, authenticate, require_scope
-from .db import get_session
-from .errors import ApiError, invalid, request_json
-from .models import Installation
-from .proxy import forward
-from .tokens import NotInstalled, expires_in_s
+from .. import goals
+from ..auth import InstallationRef, Principal, authenticate, require_scope
+from ..db import get_session
+from ..errors import ApiError, invalid, request_json
+from ..models import Installation
+from ..tokens.store import NotInstalled, expires_in_s
+from .forward import forward
 from .usage import usage
 
 bp = Blueprint("api", __name__, url_prefix="/api")
