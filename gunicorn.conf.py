@@ -6,7 +6,47 @@ A proxied request spends almost all its time waiting on Pipedrive (100-300 ms), 
 SQLAlchemy's pool and the cryptography bindings work under threads without monkey-patching.
 """
 
+import glob
 import os
+import shutil
+import tempfile
+
+# -- /metrics across workers (prometheus_client's multiprocess mode) --------------------------------------
+# Each worker writes its metric values to files in PROMETHEUS_MULTIPROC_DIR and /metrics sums all of them, so
+# a scrape answered by any worker shows the whole server. prometheus_client picks its mode once, when first
+# imported, and the master imports it while loading `logger_class` below (pd_app.gunicorn_logging imports the
+# pd_app package): so the variable is set here, at the top of the config, before any of that. An operator's
+# own directory is kept (and emptied of old files at start, see on_starting); otherwise a private one is
+# made, and removed when the master exits. Kept across a HUP reload: the config runs again, finds the
+# variable set, and the new workers add to the same figures.
+_PRIVATE_DIR_MARK = "PD_APP_PRIVATE_PROMETHEUS_DIR"
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[_PRIVATE_DIR_MARK] = tempfile.mkdtemp(
+        prefix="pd_app-prometheus-"
+    )
+
+
+def on_starting(server):  # gunicorn hook: the master, once, before any worker
+    # Files left by an earlier server in the same directory would be added to this one's figures.
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(path, exist_ok=True)
+    for stale in glob.glob(os.path.join(path, "*.db")):
+        os.remove(stale)
+
+
+def child_exit(server, worker):  # gunicorn hook: the master, after a worker exits
+    # Drops the dead worker's live-gauge files; its counters and histograms stay and keep being summed, so a
+    # restarted worker does not make totals go backwards.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # gunicorn hook: the master, at shutdown
+    private = os.environ.get(_PRIVATE_DIR_MARK)
+    if private and private == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(private, ignore_errors=True)
+
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '5000')}")
 worker_class = "gthread"

@@ -30,7 +30,9 @@ def test_error_log_drops_query_strings():
     assert "eyJhbGciOiJIUzI1NiJ9" not in text and "secret-code" not in text
 
 
-def test_the_server_config_uses_it():
+def test_the_server_config_uses_it(monkeypatch, tmp_path):
+    # An operator's metrics directory: the config keeps it rather than making one (and changing our environ).
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     namespace: dict = {}
     with open("gunicorn.conf.py") as handle:
         exec(handle.read(), namespace)  # our own config file
