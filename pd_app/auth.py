@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import jwt
@@ -21,19 +22,24 @@ from sqlalchemy.orm import Session
 
 from . import db
 from .errors import ApiError
-from .models import CacheGeneration, Installation, PartnerKey
+from .models import CacheGeneration, Installation, InstallationStatus, KeyScope, PartnerKey
 from .proxy.usage import usage
 
 KEY_PREFIX = "pdk_"
 JWT_LEEWAY_S = 30
 
 
+class CredentialKind(StrEnum):
+    KEY = "key"  # a partner key
+    JWT = "jwt"  # a Pipedrive custom UI JWT (the panel)
+
+
 @dataclass(frozen=True)
 class Principal:
-    kind: str  # "key" or "jwt"
+    kind: CredentialKind
     company_id: int
     user_id: int | None
-    scope: str  # "read" or "full"
+    scope: KeyScope
     key_id: int | None = None
     origins: tuple[str, ...] = ()  # web origins allowed to use this credential from a browser (CORS)
 
@@ -54,7 +60,7 @@ def create_key(
     company_id: int,
     name: str,
     user_id: int | None = None,
-    scope: str = "full",
+    scope: KeyScope = KeyScope.FULL,
     origins: list[str] | None = None,
 ) -> tuple[PartnerKey, str]:
     key, prefix = new_key()
@@ -129,10 +135,10 @@ def _serving_installation_id(company_id: Any, user_id: Any) -> Any:
         .where(
             best.c.company_id == company_id,
             or_(user_id.is_(None), best.c.user_id == user_id),
-            best.c.status != "uninstalled",
+            best.c.status != InstallationStatus.UNINSTALLED,
         )
         .order_by(
-            case((best.c.status == "active", 0), else_=1),
+            case((best.c.status == InstallationStatus.ACTIVE, 0), else_=1),
             case((best.c.is_admin, 0), else_=1),
             best.c.last_refreshed_at.desc().nulls_last(),
             best.c.installed_at.desc(),
@@ -167,7 +173,7 @@ _BY_USER: Select = (
     .where(
         _inst.c.company_id == bindparam("company_id"),
         _inst.c.user_id == bindparam("user_id"),
-        _inst.c.status != "uninstalled",
+        _inst.c.status != InstallationStatus.UNINSTALLED,
     )
 )
 
@@ -207,7 +213,12 @@ def _from_key(key: str) -> tuple[Principal, InstallationRef | None]:
         raise _unauthorized("The partner key has been revoked.")
     usage().key_used(row.key_id)
     principal = Principal(
-        "key", row.key_company_id, row.key_user_id, row.scope, row.key_id, tuple(row.origins or ())
+        CredentialKind.KEY,
+        row.key_company_id,
+        row.key_user_id,
+        KeyScope(row.scope),
+        row.key_id,
+        tuple(row.origins or ()),
     )
     return principal, _ref(row)
 
@@ -249,7 +260,8 @@ def _from_jwt(token: str) -> tuple[Principal, InstallationRef | None]:
     except jwt.InvalidTokenError:
         raise _unauthorized("The Pipedrive token is not valid or has expired.") from None
     row = _fetch(_BY_USER, {"company_id": company_id, "user_id": user_id})
-    return Principal("jwt", company_id, user_id, "full"), (_ref(row) if row is not None else None)
+    principal = Principal(CredentialKind.JWT, company_id, user_id, KeyScope.FULL)
+    return principal, (_ref(row) if row is not None else None)
 
 
 def authenticate() -> tuple[Principal, InstallationRef | None]:
@@ -273,8 +285,8 @@ def authenticate() -> tuple[Principal, InstallationRef | None]:
     return principal, inst
 
 
-def require_scope(principal: Principal, scope: str) -> None:
-    if scope == "full" and principal.scope != "full":
+def require_scope(principal: Principal, scope: KeyScope) -> None:
+    if scope == KeyScope.FULL and principal.scope != KeyScope.FULL:
         raise ApiError(
             403,
             "forbidden",

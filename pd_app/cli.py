@@ -13,7 +13,7 @@ from . import lifecycle, migrate
 from .auth import create_key
 from .db import get_session, transaction
 from .logs import audit
-from .models import Installation, PartnerKey, utcnow
+from .models import Installation, KeyScope, PartnerKey, utcnow
 from .proxy.cors import normalize_origin
 
 keys_cli = AppGroup("keys", help="Partner keys for the /api/v1 proxy.")
@@ -32,7 +32,9 @@ def _when(value) -> str:
     "--user-id", type=click.IntRange(min=1), default=None, help="Bind the key to this user's installation."
 )
 @click.option("--name", required=True, help="Who the key is for.")
-@click.option("--scope", type=click.Choice(["read", "full"]), default="full", show_default=True)
+@click.option(
+    "--scope", type=click.Choice([s.value for s in KeyScope]), default=KeyScope.FULL.value, show_default=True
+)
 @click.option(
     "--origin", "origins", multiple=True, help="Browser origin allowed to use the key (repeatable)."
 )

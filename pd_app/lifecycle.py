@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from . import db
 from .logs import audit
-from .models import Installation, SharingNotice, utcnow
+from .models import Installation, InstallationStatus, SharingNotice, utcnow
 from .pipedrive import client
 from .pipedrive.api import TokenEndpointUnavailable
 from .tokens.cipher import TokenDecryptError, cipher
@@ -27,9 +27,9 @@ def _erase(company_id: int, user_id: int, by: str) -> bool:
             .where(Installation.company_id == company_id, Installation.user_id == user_id)
             .with_for_update()
         )
-        if inst is None or (inst.status == "uninstalled" and inst.refresh_token_enc is None):
+        if inst is None or (inst.status == InstallationStatus.UNINSTALLED and inst.refresh_token_enc is None):
             return False
-        inst.status = "uninstalled"
+        inst.status = InstallationStatus.UNINSTALLED
         inst.access_token_enc = None
         inst.refresh_token_enc = None
         inst.access_token_expires_at = None
@@ -99,7 +99,7 @@ def refresh_due(session: Session, older_than: timedelta) -> KeepAliveOutcome:
     due = session.scalars(
         select(Installation)
         .where(
-            Installation.status == "active",
+            Installation.status == InstallationStatus.ACTIVE,
             Installation.refresh_token_enc.is_not(None),
             or_(Installation.refresh_token_used_at.is_(None), Installation.refresh_token_used_at < cutoff),
         )

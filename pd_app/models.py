@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     JSON,
@@ -26,6 +27,27 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+class InstallationStatus(StrEnum):
+    """Where an installation stands: `reauth_required` after Pipedrive refused its refresh token,
+    `uninstalled` after an uninstall notice or an operator's revoke (its tokens are gone)."""
+
+    ACTIVE = "active"
+    REAUTH_REQUIRED = "reauth_required"
+    UNINSTALLED = "uninstalled"
+
+
+class KeyScope(StrEnum):
+    """What a credential may do through the proxy: `read` goals, or also change them (`full`)."""
+
+    READ = "read"
+    FULL = "full"
+
+
+def _one_of(column: str, values: type[StrEnum]) -> str:
+    """A CHECK constraint's text from an enum: the database refuses what the code cannot name."""
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
 
 
 def utcnow() -> datetime:
@@ -60,7 +82,7 @@ class Installation(Base):
     __tablename__ = "installations"
     __table_args__ = (
         UniqueConstraint("company_id", "user_id", name="uq_installations_company_user"),
-        CheckConstraint("status IN ('active', 'reauth_required', 'uninstalled')", name="status"),
+        CheckConstraint(_one_of("status", InstallationStatus), name="status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -76,7 +98,7 @@ class Installation(Base):
     access_token_enc: Mapped[str | None] = mapped_column(Text)
     refresh_token_enc: Mapped[str | None] = mapped_column(Text)
     access_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    status: Mapped[str] = mapped_column(String(32), default="active")
+    status: Mapped[str] = mapped_column(String(32), default=InstallationStatus.ACTIVE)
     # Bumped by SQLAlchemy on every ORM update, which also checks it (optimistic concurrency).
     version: Mapped[int] = mapped_column(Integer)
     rate_limit: Mapped[dict | None] = mapped_column(JSON)
@@ -96,7 +118,7 @@ class PartnerKey(Base):
     """A partner's credential for the proxy. Only a hash of the secret is stored; the prefix is for humans."""
 
     __tablename__ = "partner_keys"
-    __table_args__ = (CheckConstraint("scope IN ('read', 'full')", name="scope"),)
+    __table_args__ = (CheckConstraint(_one_of("scope", KeyScope), name="scope"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
@@ -104,7 +126,7 @@ class PartnerKey(Base):
     name: Mapped[str] = mapped_column(String(200))
     company_id: Mapped[int] = mapped_column(BigInteger, index=True)
     user_id: Mapped[int | None] = mapped_column(BigInteger)
-    scope: Mapped[str] = mapped_column(String(8), default="full")
+    scope: Mapped[str] = mapped_column(String(8), default=KeyScope.FULL)
     origins: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

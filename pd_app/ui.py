@@ -22,7 +22,7 @@ from . import errors
 from .auth import verify_panel_jwt
 from .config import Settings
 from .db import get_session
-from .models import Installation
+from .models import Installation, InstallationStatus
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,9 @@ def resolve_panel() -> PanelView:
     inst = get_session().scalar(
         select(Installation).where(Installation.company_id == company_id, Installation.user_id == user_id)
     )
-    if inst is None or inst.status == "uninstalled":
+    if inst is None or inst.status == InstallationStatus.UNINSTALLED:
         return PanelView("install", 200, company_id, user_id)
-    if inst.status == "reauth_required":
+    if inst.status == InstallationStatus.REAUTH_REQUIRED:
         return PanelView("reauth", 200, company_id, user_id)
     return PanelView("ready", 200, company_id, user_id)
 

@@ -228,20 +228,28 @@ def test_one_scrape_sums_all_workers(server: GunicornProcess, tmpdir_for_gunicor
     before_files = healthz_by_worker(multiproc_dir)
     assert sum(before_files.values()) == before_scrape
 
-    assert fire(server.url + "/healthz", 40) == [200] * 40
+    # Which worker accepts a connection is the kernel's choice: on a busy machine one worker can take a
+    # whole batch. Send batches of 40 (at most 5) until more than one worker has served some; every batch
+    # must show up, exactly, in one scrape.
+    sent = 0
+    for _ in range(5):
+        assert fire(server.url + "/healthz", 40) == [200] * 40
+        sent += 40
+        after_files = healthz_by_worker(multiproc_dir)
+        served = {pid: after_files[pid] - before_files.get(pid, 0) for pid in after_files}
+        served = {pid: n for pid, n in served.items() if n}
+        if len(served) > 1:
+            break
     assert fire(server.url + "/healthz", 2, method="PROPFIND") == [405] * 2
 
     counts = scrape(server)
-    assert counts[HEALTHZ] - before_scrape == 40
+    assert counts[HEALTHZ] - before_scrape == sent
     assert counts[("unmatched", "other", "405")] == 2
-    # The 40 were served by several workers, each writing its own file: the scrape is their sum, not the
-    # count of whichever worker answered it.
-    after_files = healthz_by_worker(multiproc_dir)
-    served = {pid: after_files[pid] - before_files.get(pid, 0) for pid in after_files}
-    served = {pid: n for pid, n in served.items() if n}
+    # The requests were served by several workers, each writing its own file: the scrape is their sum, not
+    # the count of whichever worker answered it.
     assert set(served) <= server.worker_pids()
-    assert sum(served.values()) == 40
-    assert len(served) > 1, f"all 40 requests went to one worker: {served}"
+    assert sum(served.values()) == sent
+    assert len(served) > 1, f"all {sent} requests went to one worker: {served}"
 
     # A worker dies and gunicorn replaces it: its figures stay in the sum.
     victim = max(served, key=served.__getitem__)
@@ -249,7 +257,7 @@ def test_one_scrape_sums_all_workers(server: GunicornProcess, tmpdir_for_gunicor
     wait_until(
         lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 4, 20, 0.1, "a new worker"
     )
-    assert scrape(server)[HEALTHZ] - before_scrape == 40
+    assert scrape(server)[HEALTHZ] - before_scrape == sent
 
     # The private directory goes with the server (on_exit, once the master has reaped its workers). Its quick
     # shutdown takes 2-10 s on a busy machine, up to graceful_timeout (30 s) if a worker lingers: wait for it

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
 from ..auth import InstallationRef
+from ..models import InstallationStatus
 from ..pipedrive import client
 from ..pipedrive.api import (
     OutcomeUnknown,
@@ -50,12 +51,12 @@ def forward(
 
     Reads (GET) may be answered from the goals cache; every write invalidates the company's cached reads.
     """
-    if inst is None or inst.status == "uninstalled":
+    if inst is None or inst.status == InstallationStatus.UNINSTALLED:
         raise NotInstalled()
     cache = goals_cache()
     if method == "GET":
         cache_key = None
-        if cache.enabled and inst.status == "active":
+        if cache.enabled and inst.status == InstallationStatus.ACTIVE:
             cache_key = _cache_call(cache.key_for, inst, path, params or [])
         if cache_key is not None:
             hit = _cache_call(cache.get, cache_key)

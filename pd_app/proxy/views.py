@@ -10,7 +10,7 @@ from .. import goals
 from ..auth import InstallationRef, Principal, authenticate, require_scope
 from ..db import get_session
 from ..errors import ApiError, invalid, request_json
-from ..models import Installation
+from ..models import Installation, KeyScope
 from ..tokens.store import NotInstalled, expires_in_s
 from .forward import forward
 from .usage import usage
@@ -54,7 +54,7 @@ def _json_body() -> object:
     return body
 
 
-def _caller(scope: str) -> tuple[Principal, InstallationRef | None]:
+def _caller(scope: KeyScope) -> tuple[Principal, InstallationRef | None]:
     principal, inst = authenticate()
     require_scope(principal, scope)
     return principal, inst
@@ -67,14 +67,14 @@ def _proxied(result: tuple[bytes, int, bool]) -> Response:
 
 @bp.get("/v1/goals/find")
 def find_goals():
-    _principal, inst = _caller("read")
+    _principal, inst = _caller(KeyScope.READ)
     params = _validated(goals.validate_find, request.args)
     return _proxied(forward(inst, "find", "GET", "/api/v1/goals/find", params=params))
 
 
 @bp.get("/v1/goals/<goal_id>/results")
 def goal_results(goal_id: str):
-    _principal, inst = _caller("read")
+    _principal, inst = _caller(KeyScope.READ)
     goal_id = _validated(goals.validate_goal_id, goal_id)
     params = _validated(goals.validate_results, goal_id, request.args)
     return _proxied(forward(inst, "results", "GET", f"/api/v1/goals/{goal_id}/results", params=params))
@@ -82,14 +82,14 @@ def goal_results(goal_id: str):
 
 @bp.post("/v1/goals")
 def add_goal():
-    _principal, inst = _caller("full")
+    _principal, inst = _caller(KeyScope.FULL)
     payload = _validated(goals.validate_add, _json_body())
     return _proxied(forward(inst, "add", "POST", "/api/v1/goals", json_body=payload))
 
 
 @bp.put("/v1/goals/<goal_id>")
 def update_goal(goal_id: str):
-    _principal, inst = _caller("full")
+    _principal, inst = _caller(KeyScope.FULL)
     goal_id = _validated(goals.validate_goal_id, goal_id)
     payload = _validated(goals.validate_update, goal_id, _json_body())
     return _proxied(forward(inst, "update", "PUT", f"/api/v1/goals/{goal_id}", json_body=payload))
@@ -97,14 +97,14 @@ def update_goal(goal_id: str):
 
 @bp.delete("/v1/goals/<goal_id>")
 def delete_goal(goal_id: str):
-    _principal, inst = _caller("full")
+    _principal, inst = _caller(KeyScope.FULL)
     goal_id = _validated(goals.validate_goal_id, goal_id)
     return _proxied(forward(inst, "delete", "DELETE", f"/api/v1/goals/{goal_id}"))
 
 
 @bp.get("/v1/app/installation")
 def show_installation():
-    principal, ref = _caller("read")
+    principal, ref = _caller(KeyScope.READ)
     if ref is None:
         raise NotInstalled()
     usage().flush()  # this process's pending rate-limit figures, so the answer is current

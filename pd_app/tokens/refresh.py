@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from .. import db
 from ..logs import audit
-from ..models import Installation, utcnow
+from ..models import Installation, InstallationStatus, utcnow
 from ..pipedrive import client
 from ..pipedrive.api import (
     DomainNotAllowed,
@@ -76,9 +76,9 @@ def _needs_refresh(inst: Installation, margin_s: int) -> bool:
 def access_token(ref: InstallationRef) -> str:
     """The hot path's token: the installation's access token, from memory once decrypted, refreshed first
     (single-flight) when it is within the margin of expiry."""
-    if ref.status == "uninstalled" or not ref.has_refresh_token:
+    if ref.status == InstallationStatus.UNINSTALLED or not ref.has_refresh_token:
         raise NotInstalled()
-    if ref.status == "reauth_required":
+    if ref.status == InstallationStatus.REAUTH_REQUIRED:
         raise ReauthRequired()
     if _due(ref.access_token_expires_at, current_app.config["SETTINGS"].refresh_margin_s):
         return refresh_installation(ref.id, seen_version=ref.version)
@@ -118,9 +118,9 @@ def refresh_installation(installation_id: int, *, seen_version: int, force: bool
             row = locked.scalar(
                 select(Installation).where(Installation.id == installation_id).with_for_update()
             )
-            if row is None or row.status == "uninstalled" or not row.refresh_token_enc:
+            if row is None or row.status == InstallationStatus.UNINSTALLED or not row.refresh_token_enc:
                 raise NotInstalled()
-            if row.status == "reauth_required":
+            if row.status == InstallationStatus.REAUTH_REQUIRED:
                 raise ReauthRequired()
             # Forced (after a 401): refresh unless someone did since the caller read the row. Not forced:
             # refresh only if the stored token is still due (a version bump alone, e.g. by re-encryption,
@@ -154,7 +154,7 @@ def _refresh_locked(locked: Session, row: Installation, force: bool) -> tuple[st
         if exc.error != "invalid_grant":
             audit("refresh_failed", company_id=row.company_id, user_id=row.user_id, error=exc.error)
             raise TokenServiceUnavailable(exc.error) from None
-        row.status = "reauth_required"
+        row.status = InstallationStatus.REAUTH_REQUIRED
         locked.commit()
         audit("reauth_required", company_id=row.company_id, user_id=row.user_id, error=exc.error)
         return "", True

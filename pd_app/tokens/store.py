@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import db
-from ..models import Installation, utcnow
+from ..models import Installation, InstallationStatus, utcnow
 from ..pipedrive.api import valid_expires_in
 from .cipher import cipher
 
@@ -83,7 +83,7 @@ def save_grant(session: Session, identity: Identity, token: dict) -> Installatio
             inst.user_name = identity.user_name
             inst.user_email = identity.user_email
             inst.is_admin = identity.is_admin
-            inst.status = "active"
+            inst.status = InstallationStatus.ACTIVE
             inst.installed_at = utcnow()
             _apply_token_response(inst, token)
             try:
