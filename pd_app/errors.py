@@ -193,6 +193,28 @@ def domain_codes() -> list[str]:
     return sorted({spec.code for spec in DOMAIN_ERRORS.values()})
 
 
+# Errors about the request itself, raised as ApiError by the views and auth.py (and by `handle_unexpected`).
+REQUEST_ERRORS = (
+    (400, "validation_failed"),
+    (401, "unauthorized"),
+    (403, "forbidden"),
+    (415, "unsupported_media_type"),
+    (500, "internal_error"),
+)
+
+
+def error_codes_by_status() -> dict[int, list[str]]:
+    """Every (status, code) the API can answer with, from the tables above: the OpenAPI document's error
+    responses are built from this, so a new domain exception shows up there once it is in DOMAIN_ERRORS."""
+    pairs = set(REQUEST_ERRORS) | {(status, code) for status, code in _HTTP_CODES.items()}
+    pairs |= {(spec.status, spec.code) for spec in DOMAIN_ERRORS.values()}
+    pairs.add((502, "outcome_unknown"))  # OutcomeUnknown's status for a write that got a 5xx
+    by_status: dict[int, list[str]] = {}
+    for status, code in sorted(pairs):
+        by_status.setdefault(status, []).append(code)
+    return by_status
+
+
 def invalid(message: str, error_info: str, field: str, detail: str, code: str = "invalid") -> ApiError:
     """A 400 `validation_failed` with one problem."""
     return ApiError(

@@ -5,65 +5,45 @@ These describe what comes back rather than validate anything, so they are plain 
 
 from typing import Any
 
+from ..errors import error_codes_by_status
 from .validation import DETAIL_CODES
 
-# docs/interface.md's codes, then the two errors.py adds for Flask's 405 and unexpected failures.
-ERROR_CODES = (
-    "unauthorized",
-    "forbidden",
-    "not_installed",
-    "reauth_required",
-    "validation_failed",
-    "rate_limited",
-    "upstream_unavailable",
-    "upstream_error",
-    "outcome_unknown",
-    "not_found",
-    "payload_too_large",
-    "unsupported_media_type",
-    "method_not_allowed",
-    "internal_error",
-)
+_BY_STATUS = error_codes_by_status()
+ERROR_CODES = tuple(sorted({code for codes in _BY_STATUS.values() for code in codes}))
 
-# HTTP status -> (component name, when, codes), as api.py, auth.py and proxy.py raise them: keep in step.
-ERROR_RESPONSES = {
-    "400": (
+# HTTP status -> (component name, when); the codes of each come from errors.py's tables.
+_ERROR_DOCS = {
+    400: (
         "ValidationFailed",
         "The request is invalid (or Pipedrive refused it); `details` lists every problem.",
-        ["validation_failed"],
     ),
-    "401": (
+    401: (
         "Unauthorized",
         "No valid credential, or Pipedrive no longer accepts the installation: the user must install again.",
-        ["unauthorized", "reauth_required"],
     ),
-    "402": ("PaymentRequired", "The company's Pipedrive account is not active.", ["forbidden"]),
-    "403": ("Forbidden", "The credential may not do this, or the installation lacks a scope.", ["forbidden"]),
-    "404": ("NotFound", "No such goal.", ["not_found"]),
-    "409": (
-        "NotInstalled",
-        "The app is not installed for the credential's company and user.",
-        ["not_installed"],
-    ),
-    "413": ("PayloadTooLarge", "The request body is too large.", ["payload_too_large"]),
-    "415": ("UnsupportedMediaType", "The body is not `application/json`.", ["unsupported_media_type"]),
-    "429": ("RateLimited", "Too many requests: wait `Retry-After` seconds.", ["rate_limited"]),
-    "500": ("InternalError", "pd_app failed unexpectedly.", ["internal_error"]),
-    "502": (
+    402: ("PaymentRequired", "The company's Pipedrive account is not active."),
+    403: ("Forbidden", "The credential may not do this, or the installation lacks a scope."),
+    404: ("NotFound", "No such goal."),
+    405: ("MethodNotAllowed", "The path does not take this method."),
+    409: ("NotInstalled", "The app is not installed for the credential's company and user."),
+    413: ("PayloadTooLarge", "The request body is too large."),
+    415: ("UnsupportedMediaType", "The body is not `application/json`."),
+    429: ("RateLimited", "Too many requests: wait `Retry-After` seconds."),
+    500: ("InternalError", "pd_app failed unexpectedly."),
+    502: (
         "UpstreamError",
         "Pipedrive answered with an error; for a write, whether it happened is unknown (`outcome_unknown`).",
-        ["upstream_error", "outcome_unknown"],
     ),
-    "503": (
-        "UpstreamUnavailable",
-        "Pipedrive cannot be reached: retry after `Retry-After` seconds.",
-        ["upstream_unavailable"],
-    ),
-    "504": (
+    503: ("UpstreamUnavailable", "Pipedrive cannot be reached: retry after `Retry-After` seconds."),
+    504: (
         "OutcomeUnknown",
         "Pipedrive did not answer a write in time: it may or may not have happened. Read before retrying.",
-        ["outcome_unknown"],
     ),
+}
+ERROR_RESPONSES = {
+    str(status): (*_ERROR_DOCS[status], codes)
+    for status, codes in _BY_STATUS.items()
+    if status in _ERROR_DOCS
 }
 RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
