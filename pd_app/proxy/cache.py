@@ -15,10 +15,9 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-import redis
 from flask import Flask, current_app
 from sqlalchemy import Engine, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..models import CacheGeneration
@@ -42,7 +41,14 @@ class GoalsCache:
     def __init__(self, ttl: int, redis_url: str | None, engine: Engine) -> None:
         self.ttl = ttl
         self.engine = engine
-        self.redis = redis.Redis.from_url(redis_url, socket_timeout=0.5) if redis_url and ttl else None
+        self.redis = None
+        # What a failing store raises: the proxy then answers from Pipedrive instead (forward.py).
+        self.errors: tuple[type[Exception], ...] = (SQLAlchemyError,)
+        if redis_url and ttl:
+            import redis  # only with REDIS_URL: about 20 MB a process that does not need it
+
+            self.redis = redis.Redis.from_url(redis_url, socket_timeout=0.5)
+            self.errors = (SQLAlchemyError, redis.RedisError)
         self._local: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 

@@ -12,9 +12,6 @@ import logging
 import time
 from typing import Any
 
-import redis
-from sqlalchemy.exc import SQLAlchemyError
-
 from .. import metrics
 from ..auth import InstallationRef
 from ..models import InstallationStatus
@@ -110,7 +107,7 @@ def _cache_call(fn, *args):
     """The cache is an optimisation: when its store fails, answer from Pipedrive instead of failing."""
     try:
         return fn(*args)
-    except (redis.RedisError, SQLAlchemyError):
+    except goals_cache().errors:
         log.warning("goals cache unavailable", exc_info=True)
         return None
 
