@@ -25,10 +25,37 @@ def cpu_seconds(pids: set[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def postgres_backends(database: str) -> set[int]:
+    """The PostgreSQL server processes serving `database` (their title: `postgres: user db host ...`)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            parts = title.split()
+            if len(parts) >= 3 and parts[0] == "postgres:" and parts[2] == database:
+                pids.add(int(entry.name))
+    return pids
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine has been busy (all cores, every process), from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
+def wait_for_quiet(threshold: float = 0.25, max_wait: float = 15.0, sample: float = 1.0) -> float:
+    """Wait until the machine's busy CPU over `sample` seconds is under `threshold` cores (other work on a
+    shared machine skews a run), at most `max_wait` seconds; returns the last busy figure seen."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(sample)
+        busy = (machine_busy_seconds() - before) / sample
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy
 
 
 def _kb(path: str, key: str) -> int:

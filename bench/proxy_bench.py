@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: make `pd_app`, `bench` and `te
 from cryptography.fernet import Fernet  # noqa: E402
 
 from bench.load import LoadResult, run_load  # noqa: E402
-from bench.procstat import Meter, Usage, machine_facts  # noqa: E402
+from bench.procstat import Meter, Usage, machine_facts, postgres_backends, wait_for_quiet  # noqa: E402
 from bench.pyspy_summary import markdown as pyspy_markdown  # noqa: E402
 from pd_app.config import normalize_database_url  # noqa: E402
 from pd_app.migrate import upgrade  # noqa: E402
@@ -59,6 +59,7 @@ FIND = "/api/v1/goals/find"
 HIT_QUERY = "?is_active=true"
 GOALS = {"app": 250.0, "added_p50_ms": 1.0, "added_p99_ms": 3.0, "ratio_200": 0.50, "cpu_ms": 1.0}
 RESULTS = ROOT / "bench" / "RESULTS.md"
+QUIET_WAIT = [15.0]  # seconds to wait, before each run, for other work on the machine to stop
 
 
 # -- the processes -------------------------------------------------------------------------------------------
@@ -215,6 +216,10 @@ def measure(
     on_window: tuple[Callable[[], None], Callable[[], None]] | None = None,
 ) -> Run:
     upstream.latency(latency_ms)
+    if QUIET_WAIT[0]:
+        busy = wait_for_quiet(max_wait=QUIET_WAIT[0])
+        if busy >= 0.25:
+            print(f"# the machine was still busy ({busy:.2f} cores) before this run", flush=True)
     upstream.get("/_stats/reset")
     meter = Meter(parties, instance)
 
@@ -248,7 +253,7 @@ def hit_path(_n: int) -> str:
 # -- output ------------------------------------------------------------------------------------------------
 HEADER = (
     "| step | target | upstream ms | clients | req/s | of ideal | p50 ms | p99 ms | added p50 / p99 ms "
-    "| errors | upstream calls (peak in flight) | app CPU ms/req | CPU: app / stand-in / load / others "
+    "| errors | upstream calls (peak in flight) | app CPU ms/req | CPU (cores) "
     "| peak RSS MB (PSS) |\n"
     "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
 )
@@ -270,8 +275,9 @@ def row(run: Run, direct: Run | None = None) -> str:
     if errors:
         kinds = {**{f"HTTP {s}": n for s, n in load.statuses.items() if s != 200}, **load.errors}
         error_text = f"{errors} ({', '.join(f'{k}: {v}' for k, v in kinds.items())})"
-    cpu = " / ".join(f"{usage.share(p):.2f}" if p in (usage.cpu or {}) else "-" for p in ("app", "upstream"))
-    cpu += f" / {usage.share('load'):.2f} / {usage.others / usage.seconds:.2f}"
+    names = {"app": "app", "db": "db", "upstream": "stand-in", "load": "load"}
+    cpu = ", ".join(f"{names[p]} {usage.share(p):.2f}" for p in names if p in (usage.cpu or {}))
+    cpu += f", others {usage.others / usage.seconds:.2f}"
     app_cpu = f"{run.app_cpu_ms:.2f}" if run.app_cpu_ms is not None else "-"
     memory = "-"
     if usage.peak_rss_kb:
@@ -339,6 +345,9 @@ class Bench:
         self.direct_headers = {"Authorization": "Bearer bench-access-token"}
         self.app_headers = {"x-api-token": self.key}
         self.me = os.getpid()
+        self.pg_database = (
+            self.database_url.rsplit("/", 1)[1] if self.database_url.startswith("postgres") else ""
+        )
 
     def stop(self) -> None:
         self.upstream.stop()
@@ -363,6 +372,8 @@ class Bench:
         duration: float | None = None,
     ) -> Run:
         parties = {"app": server.pids, "upstream": lambda: {self.upstream.pid}, "load": lambda: {self.me}}
+        if self.pg_database:
+            parties["db"] = lambda: postgres_backends(self.pg_database)
         a = self.args
         return measure(
             step, target, server.url, clients, latency_ms, self.upstream, parties, "app", path,
@@ -505,7 +516,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", default="c1,c50,c200", help="which steps of the full run")
     parser.add_argument("--results", default=str(RESULTS), help="append the report here ('' to skip)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=15.0, help="max seconds to wait for an idle machine before a run"
+    )
     args = parser.parse_args(argv)
+    QUIET_WAIT[0] = args.quiet_wait
     args.command_line = " ".join(
         [".venv/bin/python", "bench/proxy_bench.py", *[shlex.quote(a) for a in (argv or sys.argv[1:])]]
     )
