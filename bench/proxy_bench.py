@@ -59,7 +59,7 @@ FIND = "/api/v1/goals/find"
 HIT_QUERY = "?is_active=true"
 GOALS = {"app": 250.0, "added_p50_ms": 1.0, "added_p99_ms": 3.0, "ratio_200": 0.50, "cpu_ms": 1.0}
 RESULTS = ROOT / "bench" / "RESULTS.md"
-QUIET_WAIT = [15.0]  # seconds to wait, before each run, for other work on the machine to stop
+QUIET_WAIT = [5.0]  # seconds to wait, before each run, for other work on the machine to stop
 
 
 # -- the processes -------------------------------------------------------------------------------------------
@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(RESULTS), help="append the report here ('' to skip)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument(
-        "--quiet-wait", type=float, default=15.0, help="max seconds to wait for an idle machine before a run"
+        "--quiet-wait", type=float, default=5.0, help="max seconds to wait for an idle machine before a run"
     )
     args = parser.parse_args(argv)
     QUIET_WAIT[0] = args.quiet_wait

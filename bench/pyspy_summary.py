@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+SCAFFOLDING = {"threading", "concurrent", "<frozen runpy>"}
 _PACKAGE = re.compile(r"(?:site-packages|python3\.\d+)/(?P<pkg>[^/]+)")
 
 
@@ -63,7 +64,8 @@ def summarize(
         samples += n
         own[frames[-1]] += n
         by_package[package(raw_frames[-1])] += n
-        for frame in set(frames):
+        # Total time leaves out the threads' scaffolding (threading, concurrent.futures), on every stack.
+        for frame in {_frame(r) for r in raw_frames if package(r) not in SCAFFOLDING}:
             total[frame] += n
         for raw in {r for r in raw_frames if package(r) == "pd_app"}:
             ours[_frame(raw)] += n
@@ -77,7 +79,7 @@ def markdown(text: str, top: int = 15) -> str:
     pct = lambda n: f"{100 * n / samples:.1f}"  # noqa: E731
     out = [f"{samples} samples.", "", "| own % | function (innermost frame) |", "|---:|---|"]
     out += [f"| {pct(n)} | `{name}` |" for name, n in own]
-    out += ["", "| total % | function (anywhere on the stack) |", "|---:|---|"]
+    out += ["", "| total % | function (anywhere on the stack; thread scaffolding left out) |", "|---:|---|"]
     out += [f"| {pct(n)} | `{name}` |" for name, n in total]
     out += ["", "| total % | pd_app function (anywhere on the stack) |", "|---:|---|"]
     out += [f"| {pct(n)} | `{name}` |" for name, n in ours]
