@@ -35,6 +35,8 @@ def postgres_backends(database: str) -> set[int]:
             except OSError:
                 continue
             parts = title.split()
+            if len(parts) >= 2 and parts[0] == "postgres:" and parts[1].endswith(":"):
+                del parts[1]  # Debian's cluster_name: `postgres: 15/main: postgres bench ...`
             if len(parts) >= 3 and parts[0] == "postgres:" and parts[2] == database:
                 pids.add(int(entry.name))
     return pids

@@ -32,6 +32,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -121,7 +122,7 @@ class AppServer(Proc):
     def pids(self) -> set[int]:
         return children_of(self.pid) | {self.pid}
 
-    def stop(self, signum: int = 2, grace: float = 5.0) -> None:  # SIGINT: gunicorn's quick shutdown
+    def stop(self, signum: int = signal.SIGINT, grace: float = 5.0) -> None:  # gunicorn's quick shutdown
         super().stop(signum, grace)
 
 
@@ -339,9 +340,13 @@ class Bench:
         self.args = args
         self.workdir = workdir
         self.upstream = UpstreamProcess(workdir / "upstream.log", max_seconds=3600)
-        self.database_url = prepare_database(args.database, workdir)
-        self.environ = app_environ(self.database_url, self.upstream.url)
-        self.key = seed(self.environ, self.upstream.url)
+        try:
+            self.database_url = prepare_database(args.database, workdir)
+            self.environ = app_environ(self.database_url, self.upstream.url)
+            self.key = seed(self.environ, self.upstream.url)
+        except BaseException:
+            self.upstream.stop()
+            raise
         self.direct_headers = {"Authorization": "Bearer bench-access-token"}
         self.app_headers = {"x-api-token": self.key}
         self.me = os.getpid()
@@ -468,7 +473,7 @@ def report(args: argparse.Namespace, body: str) -> str:
         [
             f"### `{args.command_line}`",
             "",
-            f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; "
+            f"Finished {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; "
             f"{facts['cpus']} CPUs ({facts['cpu model']}), "
             f"{facts['memory']} RAM, Linux {facts['kernel']}, Python {facts['python']}, "
             f"gunicorn {gunicorn.__version__}, SQLAlchemy {sqlalchemy.__version__}, database {backend}; "
@@ -521,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     QUIET_WAIT[0] = args.quiet_wait
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the finally blocks stop the stand-in and gunicorn.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.command_line = " ".join(
         [".venv/bin/python", "bench/proxy_bench.py", *[shlex.quote(a) for a in (argv or sys.argv[1:])]]
     )
@@ -553,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model = Model(args.worker_class, args.workers, args.threads)
             runs = bench.full(model)
-            sections.append(f"{model}:\n\n" + table(calibration + runs))
+            sections.append(f"{model}:\n\n" + table(runs))
             if args.profile:
                 run, summary = bench.profiled
                 sections.append(
