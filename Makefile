@@ -5,7 +5,7 @@ PYTHON ?= python3
 NPM ?= npm
 PD_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test test-fast lint bench deps browser
+.PHONY: run test test-fast lint bench bench-models bench-tokens deps browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,5 +57,15 @@ test-fast: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -m "not slow and not browser"
 
+# The proxy bench (bench/RESULTS.md says what it measures): the app under gunicorn's production settings side by
+# side with direct calls to an asyncio stand-in for Pipedrive; appends its report to bench/RESULTS.md.
+BENCH_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/bench
 bench: deps
 	$(PY) bench/proxy_bench.py
+
+bench-models: deps
+	$(PY) bench/proxy_bench.py --models gthread:4x64,gthread:4x16,gthread:2x32,gthread:2x64,gevent:2
+
+# Key -> installation lookup at 100,000 installations on PostgreSQL (seeded once into its own database).
+bench-tokens: deps
+	$(PY) bench/token_lookup.py --database $(BENCH_POSTGRES_URL)_tokens --results bench/RESULTS.md

@@ -1,359 +1,584 @@
-"""Throughput and latency of the Goals proxy under gunicorn's production settings, against a slow Pipedrive.
+"""The Goals proxy under gunicorn's production settings, side by side with direct calls to the upstream.
 
-    .venv/bin/python bench/proxy_bench.py                      # `make bench`: SQLite, 1/50/200/300 clients
-    .venv/bin/python bench/proxy_bench.py --postgres postgresql://postgres@127.0.0.1:5432/bench
+    .venv/bin/python bench/proxy_bench.py                  # `make bench`: SQLite, gthread 4x64, ~2.5 min
+    .venv/bin/python bench/proxy_bench.py --workers 2 --threads 32
+    .venv/bin/python bench/proxy_bench.py --worker-class gevent
+    .venv/bin/python bench/proxy_bench.py --models gthread:4x64,gthread:2x32,gevent:2  # worker models
+    .venv/bin/python bench/proxy_bench.py --database postgresql://postgres@127.0.0.1:5432/bench
+    .venv/bin/python bench/proxy_bench.py --profile       # + a py-spy profile of the 200-in-flight run
 
 What runs, all on 127.0.0.1 and stopped at the end:
-- the Pipedrive sandbox as its own process, answering every API call after `api_delay_s` (0.2 s, Pipedrive's
-  typical latency), with its burst limit and daily budget raised out of the way;
-- the app: `gunicorn app:app -c gunicorn.conf.py` with the production worker settings (4 workers x 64 gthread
-  threads), one installation and one partner key, the goals cache off so every request goes upstream;
-- N closed-loop clients (threads, one keep-alive connection each) calling GET /api/v1/goals/find for a warm-up
-  and then a measured window.
+- `bench/upstream.py`: an asyncio stand-in for Pipedrive's API, its own process, answering after 0 or 100 ms;
+- the app: `gunicorn app:app -c gunicorn.conf.py` (production worker settings unless overridden), with one
+  installation whose api_domain is the stand-in, its access token valid for a year (no refresh), and one
+  partner key; PD_APP_ENV=test because production refuses an http:// loopback api_domain;
+- `bench/load.py` in this process: N closed-loop keep-alive connections, a warm-up, then a measured window.
 
-Per run it reports requests/s, latency percentiles, errors, how many requests the clients had in flight
-at once, how many calls were waiting in the sandbox at once (from its call log: each call stays there at
-least the 0.2 s it sleeps), and the CPU each party used. A "direct" run per N drives the sandbox itself
-with the same clients, to show whether the sandbox (not the app) is the limit.
+Each step drives the stand-in directly and then the app with the same clients and the same query:
+- concurrency 1, upstream 0 ms: the latency the app adds (app p50/p99 minus direct p50/p99);
+- 50 and 200 in flight, upstream 100 ms: rate as a share of the ideal (clients / 0.1 s), p50/p99, errors;
+- cache misses (every request has its own `title`, so no two are alike) and cache hits (one request over and
+  over, with the default GOALS_CACHE_TTL).
+From /proc over each window: CPU of the app (master + workers; per request answered), of the stand-in, of
+this process (the load generator) and of everything else, and the instance's summed RSS and PSS, sampled
+every 0.1 s (RSS counts shared pages once per process; PSS splits them).
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
 import json
 import os
-import platform
+import shlex
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script: make `pd_app` and the process helpers importable
+sys.path.insert(0, str(ROOT))  # run as a script: make `pd_app`, `bench` and `tests.procs` importable
 
 from cryptography.fernet import Fernet  # noqa: E402
 
+from bench.load import LoadResult, run_load  # noqa: E402
+from bench.procstat import Meter, Usage, machine_facts, postgres_backends, wait_for_quiet  # noqa: E402
+from bench.pyspy_summary import markdown as pyspy_markdown  # noqa: E402
 from pd_app.config import normalize_database_url  # noqa: E402
 from pd_app.migrate import upgrade  # noqa: E402
-from tests.procs import AppDatabase, GunicornProcess, SandboxProcess, children_of  # noqa: E402
+from pd_app.pipedrive import MAX_EXPIRES_IN_S  # noqa: E402
+from tests.procs import HOST, AppDatabase, Proc, children_of, wait_until  # noqa: E402
 
-API_DELAY_S = 0.2
-WORKERS, THREADS = 4, 64  # gunicorn.conf.py's defaults (WEB_CONCURRENCY, GUNICORN_THREADS)
 COMPANY, USER = 1001, 2001
 FIND = "/api/v1/goals/find"
-CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-# -- measuring -----------------------------------------------------------------------------------------------
-@dataclass
-class Run:
-    label: str
-    clients: int
-    duration: float
-    latencies: list[float] = field(default_factory=list)  # seconds, of the requests completed in the window
-    errors: dict[str, int] = field(default_factory=dict)
-    peak_in_flight: int = 0
-    upstream_peak: int | None = None
-    cpu: dict[str, float] = field(default_factory=dict)  # share of one core, per party
-    window: tuple[float, float] = (0.0, 0.0)  # the measured window, wall-clock seconds
-
-    @property
-    def ok(self) -> int:
-        return len(self.latencies)
-
-    def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
-def drive(run: Run, url: str, headers: dict[str, str], warmup: float) -> None:
-    """`run.clients` threads, each sending its next request as soon as the last one is answered."""
-    parts = urlsplit(url)
-    clients, duration = run.clients, run.duration
-    lock = threading.Lock()
-    state = {"in_flight": 0}
-    ready = threading.Barrier(clients + 1)
-    times: dict[str, float] = {}
-
-    def client() -> None:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        ready.wait(30)
-        measure_from, stop_at = times["measure_from"], times["stop_at"]
-        while True:
-            started = time.time()
-            if started >= stop_at:
-                break
-            with lock:
-                state["in_flight"] += 1
-                if started >= measure_from:
-                    run.peak_in_flight = max(run.peak_in_flight, state["in_flight"])
-            error = None
-            try:
-                conn.request("GET", parts.path + FIND, headers=headers)
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status != 200:
-                    error = f"HTTP {resp.status}"
-                if resp.will_close:
-                    conn.close()
-            except (OSError, http.client.HTTPException) as exc:
-                error = type(exc).__name__
-                conn.close()
-            ended = time.time()
-            with lock:
-                state["in_flight"] -= 1
-                if measure_from <= ended <= stop_at:
-                    if error is None:
-                        run.latencies.append(ended - started)
-                    else:
-                        run.errors[error] = run.errors.get(error, 0) + 1
-        conn.close()
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    now = time.time()
-    times["measure_from"] = now + warmup
-    times["stop_at"] = now + warmup + duration
-    run.window = (times["measure_from"], times["stop_at"])
-    ready.wait(30)
-    for t in threads:
-        t.join(duration + warmup + 60)
-
-
-def cpu_seconds(pids: set[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy (all cores, every process), from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / CLOCK_TICKS
-
-
-@contextmanager
-def cpu_meter(run: Run, parties: dict[str, Callable[[], set[int]]], warmup: float) -> Iterator[None]:
-    """CPU used by each party during the measured window (sampled from /proc after the warm-up), and by
-    everything else on the machine ("others": anything there makes the run's numbers lower than they'd be)."""
-    result: dict[str, float] = {}
-
-    def sample() -> None:
-        time.sleep(warmup)
-        pids = {name: find() for name, find in parties.items()}
-        before = {name: cpu_seconds(p) for name, p in pids.items()}
-        machine_before = machine_busy_seconds()
-        time.sleep(run.duration)
-        machine = machine_busy_seconds() - machine_before
-        for name, p in pids.items():
-            result[name] = (cpu_seconds(p) - before[name]) / run.duration
-        result["others"] = max(0.0, machine / run.duration - sum(result.values()))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    yield
-    sampler.join(5)
-    run.cpu = result
-
-
-def upstream_peak(calls: list[dict], since: float, until: float) -> int:
-    """Most sandbox API calls in progress at once: each was there for at least the API_DELAY_S it slept."""
-    edges = []
-    for call in calls:
-        if call["path"].startswith(FIND) and since <= call["at"] <= until:
-            edges += [(call["at"] - API_DELAY_S, 1), (call["at"], -1)]
-    level = peak = 0
-    for _, step in sorted(edges):
-        level += step
-        peak = max(peak, level)
-    return peak
+HIT_QUERY = "?is_active=true"
+GOALS = {"app": 250.0, "added_p50_ms": 1.0, "added_p99_ms": 3.0, "ratio_200": 0.50, "cpu_ms": 1.0}
+RESULTS = ROOT / "bench" / "RESULTS.md"
+QUIET_WAIT = [5.0]  # seconds to wait, before each run, for other work on the machine to stop
 
 
 # -- the processes -------------------------------------------------------------------------------------------
+class UpstreamProcess(Proc):
+    """bench/upstream.py on a port of its own."""
+
+    def __init__(self, log_path: Path, max_seconds: float) -> None:
+        argv = [sys.executable, "bench/upstream.py", "--port", "0", "--max-seconds", str(int(max_seconds))]
+        super().__init__(argv, {"PYTHONUNBUFFERED": "1"}, log_path)
+        try:
+            self.url = self.wait_for_output(r"listening on (http://\S+)", 15).group(1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url + path, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def latency(self, ms: float) -> None:
+        self.get(f"/_latency?ms={ms:g}")
+
+
+class AppServer(Proc):
+    """`gunicorn app:app -c gunicorn.conf.py`, as the Procfile runs it; the worker class given on the command
+    line (which overrides the config file) only when it is not gunicorn.conf.py's gthread."""
+
+    def __init__(
+        self, log_path: Path, env: dict[str, str], workers: int, threads: int, worker_class: str
+    ) -> None:
+        env = {
+            **env,
+            "GUNICORN_BIND": f"{HOST}:0",
+            "WEB_CONCURRENCY": str(workers),
+            "GUNICORN_THREADS": str(threads),
+            "PYTHONUNBUFFERED": "1",
+        }
+        argv = [sys.executable, "-m", "gunicorn", "app:app", "-c", "gunicorn.conf.py", "--no-control-socket"]
+        if worker_class != "gthread":
+            argv += ["--worker-class", worker_class]
+        self.argv = argv
+        super().__init__(argv, env, log_path)
+        try:
+            self.url = self.wait_for_output(r"Listening at: (http://[\d.]+:\d+)", 30).group(1)
+            wait_until(self._healthy, 30, 0.1, "GET /healthz")
+            wait_until(lambda: len(children_of(self.pid)) == workers, 30, 0.1, f"{workers} workers")
+        except BaseException as exc:
+            log = self.tail()
+            self.stop()
+            raise AssertionError(f"gunicorn did not come up: {exc}\n{log}") from None
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def pids(self) -> set[int]:
+        return children_of(self.pid) | {self.pid}
+
+    def stop(self, signum: int = signal.SIGINT, grace: float = 5.0) -> None:  # gunicorn's quick shutdown
+        super().stop(signum, grace)
+
+
 def prepare_database(url: str | None, workdir: Path) -> str:
-    url = normalize_database_url(url) if url else f"sqlite:///{workdir / 'bench.sqlite3'}"
+    if not url:
+        url = f"sqlite:///{workdir / 'bench.sqlite3'}"
+    url = normalize_database_url(url)
+    if url.startswith("postgresql"):
+        create_postgres_database(url)
     upgrade(url)
     return url
 
 
-def bench_database(
-    database_url: str,
-    pd: SandboxProcess,
-    workdir: Path,
-    clients: list[int],
-    warmup: float,
-    duration: float,
-    workers: int = WORKERS,
-    threads: int = THREADS,
-) -> list[Run]:
-    environ = {
-        "PD_APP_ENV": "test",  # production refuses an http:// loopback api_domain, which the sandbox is
+def create_postgres_database(url: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{parsed.database}"')
+
+
+def app_environ(database_url: str, upstream_url: str) -> dict[str, str]:
+    return {
+        "PD_APP_ENV": "test",  # production refuses an http:// loopback api_domain, which the stand-in is
         "PUBLIC_URL": "http://127.0.0.1",
         "SECRET_KEY": "bench-secret-key-0123456789",
         "DATABASE_URL": database_url,
         "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-        "PIPEDRIVE_CLIENT_ID": CLIENT_ID,
-        "PIPEDRIVE_CLIENT_SECRET": CLIENT_SECRET,
-        "PIPEDRIVE_OAUTH_URL": pd.url,
-        "PIPEDRIVE_API_DOMAINS": pd.url,
-        "GOALS_CACHE_TTL": "0",  # measure the proxy, not the cache: every request goes to the sandbox
+        "PIPEDRIVE_CLIENT_ID": "bench-client",
+        "PIPEDRIVE_CLIENT_SECRET": "bench-secret",
+        "PIPEDRIVE_OAUTH_URL": upstream_url,
+        "PIPEDRIVE_API_DOMAINS": upstream_url,
     }
+
+
+def seed(environ: dict[str, str], upstream_url: str) -> str:
+    """One installation served by the stand-in, its access token valid for a year; one partner key."""
     db = AppDatabase(environ)
-    grant = pd.install(COMPANY, USER)
-    db.install(grant, COMPANY, USER)
-    key = db.create_key(COMPANY)
-    db.close()
-    backend = database_url.split(":", 1)[0].split("+", 1)[0]
-    label = f"app ({backend})"
-    if (workers, threads) != (WORKERS, THREADS):
-        label = f"app ({backend}, {workers}x{threads})"
-    server = GunicornProcess(
-        workdir / f"gunicorn-{backend}-{workers}x{threads}.log", environ, workers=workers, threads=threads
-    )
-    runs = []
     try:
-        for n in clients:
-            pd.control("DELETE", "/calls")
-            run = Run(label, n, duration)
-            parties = {
-                "app": lambda: children_of(server.pid) | {server.pid},
-                "sandbox": lambda: {pd.pid},
-                "clients": lambda: {os.getpid()},
-            }
-            with cpu_meter(run, parties, warmup):
-                drive(run, server.url, {"x-api-token": key}, warmup)
-            run.upstream_peak = upstream_peak(pd.calls(FIND), *run.window)
-            report(run)
-            runs.append(run)
+        grant = {
+            "access_token": "bench-access-token",
+            "refresh_token": "bench-refresh-token",
+            "api_domain": upstream_url,
+            "expires_in": MAX_EXPIRES_IN_S,
+            "scope": "base,goals:full",
+        }
+        db.install(grant, COMPANY, USER)
+        return db.create_key(COMPANY)
     finally:
-        server.stop()
-    if any(run.errors for run in runs):
-        print(f"\n# the app's errors ({backend}), most frequent first:\n{app_errors(server.output())}\n")
-    return runs
+        db.close()
 
 
-def bench_sandbox_direct(pd: SandboxProcess, clients: list[int], warmup: float, duration: float) -> list[Run]:
-    token = pd.install(COMPANY, USER)["access_token"]
-    runs = []
-    for n in clients:
-        run = Run("sandbox direct", n, duration)
-        parties = {"sandbox": lambda: {pd.pid}, "clients": lambda: {os.getpid()}}
-        pd.control("DELETE", "/calls")
-        with cpu_meter(run, parties, warmup):
-            drive(run, pd.url, {"Authorization": f"Bearer {token}"}, warmup)
-        run.upstream_peak = upstream_peak(pd.calls(FIND), *run.window)
-        report(run)
-        runs.append(run)
-    return runs
+# -- one measured run ------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    step: str  # "c1", "c50", "c200", "calibration"
+    target: str  # "direct", "app miss", "app hit"
+    latency_ms: float
+    load: LoadResult
+    usage: Usage
+    upstream_calls: int
+    upstream_peak: int
+
+    @property
+    def ideal(self) -> float | None:
+        return self.load.concurrency / (self.latency_ms / 1000) if self.latency_ms else None
+
+    @property
+    def app_cpu_ms(self) -> float | None:
+        if "app" not in (self.usage.cpu or {}) or not self.load.ok:
+            return None
+        # CPU over the window / answers in the window (both measured over the same window).
+        return self.usage.cpu["app"] / self.usage.seconds * self.load.duration / self.load.ok * 1000
 
 
-def app_errors(log: str) -> str:
-    """The distinct last lines of the tracebacks the app logged, counted."""
-    counts: dict[str, int] = {}
-    for line in log.splitlines():
-        if line.startswith("{") and '"level": "error"' in line:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            lines = (entry.get("exc") or entry.get("msg") or "?").strip().splitlines()
-            # The exception's own line: skip SQLAlchemy's trailing "[SQL: ...]" and "(Background ...)".
-            text = next((ln for ln in reversed(lines) if not ln.startswith(("(Background", "[", " "))), "?")
-            counts[text[:200]] = counts.get(text[:200], 0) + 1
-    return "\n".join(f"#   {n} x {text}" for text, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+def measure(
+    step: str,
+    target: str,
+    url: str,
+    clients: int,
+    latency_ms: float,
+    upstream: UpstreamProcess,
+    parties: dict[str, Callable[[], set[int]]],
+    instance: str | None,
+    path: Callable[[int], str] | None,
+    headers: dict[str, str],
+    warmup: float,
+    duration: float,
+    on_window: tuple[Callable[[], None], Callable[[], None]] | None = None,
+) -> Run:
+    upstream.latency(latency_ms)
+    if QUIET_WAIT[0]:
+        busy = wait_for_quiet(max_wait=QUIET_WAIT[0])
+        if busy >= 0.25:
+            print(f"# the machine was still busy ({busy:.2f} cores) before this run", flush=True)
+    upstream.get("/_stats/reset")
+    meter = Meter(parties, instance)
+
+    def start() -> None:
+        meter.start()
+        if on_window:
+            on_window[0]()
+
+    def stop() -> None:
+        meter.stop()
+        if on_window:
+            on_window[1]()
+
+    load = asyncio.run(
+        run_load(url, clients, duration, warmup, path=path, headers=headers, on_start=start, on_stop=stop)
+    )
+    stats = upstream.get("/_stats")
+    run = Run(step, target, latency_ms, load, meter.usage, stats["requests"], stats["peak_in_flight"])
+    print(row(run), flush=True)
+    return run
 
 
-# -- output --------------------------------------------------------------------------------------------------
+def miss_path(n: int) -> str:
+    return f"{FIND}?is_active=true&title=bench-{n}"
+
+
+def hit_path(_n: int) -> str:
+    return FIND + HIT_QUERY
+
+
+# -- output ------------------------------------------------------------------------------------------------
 HEADER = (
-    "| target | clients | req/s | p50 ms | p95 ms | p99 ms | errors | peak in flight (clients) "
-    "| peak upstream in flight | CPU (1.0 = one core) |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    "| step | target | upstream ms | clients | req/s | of ideal | p50 ms | p99 ms | added p50 / p99 ms "
+    "| errors | upstream calls (peak in flight) | app CPU ms/req | CPU (cores) "
+    "| peak RSS MB (PSS) |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
 )
 
 
-def row(run: Run) -> str:
-    ms = lambda p: f"{run.percentile(p) * 1000:.0f}"  # noqa: E731
-    errors = sum(run.errors.values())
-    error_text = f"{errors} ({', '.join(f'{k}: {v}' for k, v in run.errors.items())})" if errors else "0"
-    cpu = ", ".join(f"{name} {share:.2f}" for name, share in run.cpu.items())
-    if run.ok and "app" in run.cpu:
-        cpu += f" ({run.cpu['app'] * run.duration / run.ok * 1000:.1f} ms app CPU/request)"
-    upstream = "-" if run.upstream_peak is None else str(run.upstream_peak)
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}" if seconds < 0.1 else f"{seconds * 1000:.0f}"
+
+
+def row(run: Run, direct: Run | None = None) -> str:
+    load, usage = run.load, run.usage
+    ideal = f"{load.rate / run.ideal:.2f}" if run.ideal else "-"
+    added = "-"
+    if direct is not None and run.target != "direct":
+        added = f"{_ms(load.percentile(50) - direct.load.percentile(50))} / "
+        added += f"{_ms(load.percentile(99) - direct.load.percentile(99))}"
+    errors = load.failed
+    error_text = "0"
+    if errors:
+        kinds = {**{f"HTTP {s}": n for s, n in load.statuses.items() if s != 200}, **load.errors}
+        error_text = f"{errors} ({', '.join(f'{k}: {v}' for k, v in kinds.items())})"
+    names = {"app": "app", "db": "db", "upstream": "stand-in", "load": "load"}
+    cpu = ", ".join(f"{names[p]} {usage.share(p):.2f}" for p in names if p in (usage.cpu or {}))
+    cpu += f", others {usage.others / usage.seconds:.2f}"
+    app_cpu = f"{run.app_cpu_ms:.2f}" if run.app_cpu_ms is not None else "-"
+    memory = "-"
+    if usage.peak_rss_kb:
+        memory = f"{usage.peak_rss_kb / 1024:.0f} ({usage.peak_pss_kb / 1024:.0f})"
     return (
-        f"| {run.label} | {run.clients} | {run.ok / run.duration:.0f} | {ms(50)} | {ms(95)} | {ms(99)} "
-        f"| {error_text} | {run.peak_in_flight} | {upstream} | {cpu} |"
+        f"| {run.step} | {run.target} | {run.latency_ms:g} | {load.concurrency} | {load.rate:.0f} | {ideal} "
+        f"| {_ms(load.percentile(50))} | {_ms(load.percentile(99))} | {added} | {error_text} "
+        f"| {run.upstream_calls} ({run.upstream_peak}) | {app_cpu} | {cpu} | {memory} |"
     )
 
 
-def report(run: Run) -> None:
-    print(row(run), flush=True)
+def table(runs: list[Run]) -> str:
+    direct = {r.step: r for r in runs if r.target == "direct"}
+    return "\n".join([HEADER] + [row(r, direct.get(r.step)) for r in runs])
+
+
+MODEL_HEADER = (
+    "| worker model | added p50 / p99 ms (c=1, 0 ms) | req/s at 200 (100 ms) | of ideal | p50 / p99 ms "
+    "| errors | app CPU ms/req | app CPU (cores) | peak RSS MB | peak PSS MB |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def model_row(model: str, c1: Run, c1_direct: Run, c200: Run) -> str:
+    added = f"{_ms(c1.load.percentile(50) - c1_direct.load.percentile(50))} / "
+    added += f"{_ms(c1.load.percentile(99) - c1_direct.load.percentile(99))}"
+    load, usage = c200.load, c200.usage
+    rss = max(c1.usage.peak_rss_kb, usage.peak_rss_kb) / 1024
+    pss = max(c1.usage.peak_pss_kb, usage.peak_pss_kb) / 1024
+    return (
+        f"| {model} | {added} | {load.rate:.0f} | {load.rate / (c200.ideal or 1):.2f} "
+        f"| {_ms(load.percentile(50))} / {_ms(load.percentile(99))} | {load.failed} "
+        f"| {c200.app_cpu_ms or 0:.2f} | {usage.share('app'):.2f} | {rss:.0f} | {pss:.0f} |"
+    )
+
+
+# -- the bench -------------------------------------------------------------------------------------------
+@dataclass
+class Model:
+    worker_class: str
+    workers: int
+    threads: int
+
+    @classmethod
+    def parse(cls, text: str) -> Model:
+        """`gthread:4x64`, `gevent:2` (workers; gevent takes gunicorn's worker_connections, 1000)."""
+        kind, _, size = text.partition(":")
+        workers, _, threads = size.partition("x")
+        return cls(kind, int(workers or 4), int(threads or (64 if kind == "gthread" else 1)))
+
+    def __str__(self) -> str:
+        if self.worker_class == "gthread":
+            return f"gthread {self.workers}x{self.threads}"
+        return f"{self.worker_class} {self.workers} workers"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.upstream = UpstreamProcess(workdir / "upstream.log", max_seconds=3600)
+        try:
+            self.database_url = prepare_database(args.database, workdir)
+            self.environ = app_environ(self.database_url, self.upstream.url)
+            self.key = seed(self.environ, self.upstream.url)
+        except BaseException:
+            self.upstream.stop()
+            raise
+        self.direct_headers = {"Authorization": "Bearer bench-access-token"}
+        self.app_headers = {"x-api-token": self.key}
+        self.me = os.getpid()
+        self.pg_database = (
+            self.database_url.rsplit("/", 1)[1] if self.database_url.startswith("postgres") else ""
+        )
+
+    def stop(self) -> None:
+        self.upstream.stop()
+
+    def _direct(self, step: str, clients: int, latency_ms: float, path=miss_path) -> Run:
+        parties = {"upstream": lambda: {self.upstream.pid}, "load": lambda: {self.me}}
+        a = self.args
+        return measure(
+            step, "direct", self.upstream.url, clients, latency_ms, self.upstream, parties, None, path,
+            self.direct_headers, a.warmup, a.duration,
+        )  # fmt: skip
+
+    def _app(
+        self,
+        server: AppServer,
+        step: str,
+        target: str,
+        clients: int,
+        latency_ms: float,
+        path: Callable[[int], str],
+        on_window: tuple[Callable[[], None], Callable[[], None]] | None = None,
+        duration: float | None = None,
+    ) -> Run:
+        parties = {"app": server.pids, "upstream": lambda: {self.upstream.pid}, "load": lambda: {self.me}}
+        if self.pg_database:
+            parties["db"] = lambda: postgres_backends(self.pg_database)
+        a = self.args
+        return measure(
+            step, target, server.url, clients, latency_ms, self.upstream, parties, "app", path,
+            self.app_headers, a.warmup, duration or a.duration, on_window,
+        )  # fmt: skip
+
+    def start_app(self, model: Model) -> AppServer:
+        log = self.workdir / f"gunicorn-{model.worker_class}-{model.workers}x{model.threads}.log"
+        return AppServer(log, self.environ, model.workers, model.threads, model.worker_class)
+
+    def calibration(self) -> list[Run]:
+        """The stand-in and the load generator alone, upstream 0 ms: how far above 2,000/s they go."""
+        return [self._direct("calibration", n, 0) for n in (50, 200)]
+
+    def full(self, model: Model) -> list[Run]:
+        runs = []
+        steps = self.args.steps.split(",")
+        if "c1" in steps:
+            runs.append(self._direct("c1", 1, 0))
+        server = self.start_app(model)
+        try:
+            if "c1" in steps:
+                runs.append(self._app(server, "c1", "app miss", 1, 0, miss_path))
+                runs.append(self._app(server, "c1", "app hit", 1, 0, hit_path))
+            for clients in (50, 200):
+                step = f"c{clients}"
+                if step not in steps:
+                    continue
+                runs.append(self._direct(step, clients, 100))
+                runs.append(self._app(server, step, "app miss", clients, 100, miss_path))
+                runs.append(self._app(server, step, "app hit", clients, 100, hit_path))
+            if self.args.profile:
+                self.profiled = self.profile(server)
+        finally:
+            server.stop()
+            self.check_log(server)
+        return runs
+
+    def model(self, model: Model, c1_direct: Run) -> tuple[Run, Run]:
+        server = self.start_app(model)
+        try:
+            c1 = self._app(server, "c1", f"app miss, {model}", 1, 0, miss_path)
+            c200 = self._app(server, "c200", f"app miss, {model}", 200, 100, miss_path)
+        finally:
+            server.stop()
+            self.check_log(server)
+        return c1, c200
+
+    def profile(self, server: AppServer) -> tuple[Run, str]:
+        """The 200-in-flight cache-miss run again, under `py-spy record --subprocesses` for its window."""
+        out = self.workdir / "pyspy.txt"
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+        duration = self.args.profile_seconds
+        argv = [spy, "record", "--pid", str(server.pid), "--subprocesses", "--gil", "--format", "raw"]
+        argv += ["--rate", str(self.args.profile_rate), "--duration", str(int(duration)), "--nonblocking"]
+        argv += ["--output", str(out)]
+        holder: dict[str, subprocess.Popen] = {}
+
+        log = open(self.workdir / "pyspy.log", "wb")  # noqa: SIM115  (closed below)
+
+        def start() -> None:
+            holder["spy"] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+
+        run = self._app(
+            server, "c200", "app miss (py-spy on)", 200, 100, miss_path, (start, lambda: None), duration
+        )
+        holder["spy"].wait(duration + 30)
+        log.close()
+        text = out.read_text() if out.exists() else ""
+        if self.args.keep_profile:
+            Path(self.args.keep_profile).write_text(text)
+        spy_log = (self.workdir / "pyspy.log").read_text(errors="replace")
+        lagged = [ln for ln in spy_log.splitlines() if "behind in sampling" in ln or "Samples:" in ln]
+        summary = pyspy_markdown(text) if text else "py-spy wrote nothing."
+        summary += "\npy-spy said: " + (" / ".join(ln.removeprefix("py-spy> ") for ln in lagged[-2:]) or "-")
+        print(summary)
+        return run, summary
+
+    def check_log(self, server: AppServer) -> None:
+        errors = [ln for ln in server.output().splitlines() if '"level": "error"' in ln or "Traceback" in ln]
+        if errors:
+            print(f"# the app logged {len(errors)} error line(s); the first: {errors[0][:300]}", flush=True)
+
+
+def report(args: argparse.Namespace, body: str) -> str:
+    facts = machine_facts()
+    import gunicorn
+    import sqlalchemy
+
+    backend = args.database.split(":", 1)[0] if args.database else "sqlite"
+    return "\n".join(
+        [
+            f"### `{args.command_line}`",
+            "",
+            f"Finished {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; "
+            f"{facts['cpus']} CPUs ({facts['cpu model']}), "
+            f"{facts['memory']} RAM, Linux {facts['kernel']}, Python {facts['python']}, "
+            f"gunicorn {gunicorn.__version__}, SQLAlchemy {sqlalchemy.__version__}, database {backend}; "
+            f"warm-up {args.warmup:g} s, measured {args.duration:g} s per row; commit {git_commit()}.",
+            "",
+            body,
+            "",
+        ]
+    )
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        )
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    except OSError:
+        return "?"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--clients", default="1,50,200,300", help="comma-separated numbers of clients")
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring each run")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "4")))
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "64")))
+    parser.add_argument("--worker-class", default="gthread", help="gthread (gunicorn.conf.py), gevent...")
     parser.add_argument(
-        "--postgres", default=os.environ.get("BENCH_POSTGRES_URL"), help="also run on this database"
+        "--models",
+        default="",
+        help="compare worker models instead of the full run: e.g. gthread:4x64,gthread:2x32,gevent:2",
     )
-    parser.add_argument("--postgres-clients", default="200", help="clients for the PostgreSQL runs")
+    parser.add_argument("--database", default=None, help="e.g. postgresql://postgres@127.0.0.1:5432/bench")
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per row")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each window")
+    parser.add_argument("--profile", action="store_true", help="py-spy profile of the 200-in-flight run")
+    parser.add_argument("--keep-profile", default="", help="also save py-spy's raw output here")
+    parser.add_argument("--profile-rate", type=int, default=20, help="py-spy samples per second")
+    parser.add_argument("--profile-seconds", type=float, default=15.0, help="the profiled window")
+    parser.add_argument("--no-calibration", action="store_true")
+    parser.add_argument("--steps", default="c1,c50,c200", help="which steps of the full run")
+    parser.add_argument("--results", default=str(RESULTS), help="append the report here ('' to skip)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument(
-        "--threads", type=int, action="append", default=[], help="also run the app with N threads per worker"
+        "--quiet-wait", type=float, default=5.0, help="max seconds to wait for an idle machine before a run"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the logs (printed: where)")
-    parser.add_argument("--no-direct", action="store_true", help="skip the runs against the sandbox alone")
     args = parser.parse_args(argv)
-    clients = [int(n) for n in args.clients.split(",") if n.strip()]
-
-    print(f"# proxy bench: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {platform.node()}, {os.cpu_count()} CPUs")
-    print(f"# gunicorn {WORKERS} workers x {THREADS} threads; sandbox api_delay_s={API_DELAY_S}")
-    print(f"# warm-up {args.warmup:g} s, measured {args.duration:g} s per run\n")
-    print(HEADER, flush=True)
-    workdir = Path(tempfile.mkdtemp(prefix="pd-bench-"))
-    if args.keep:
-        print(f"# logs and the SQLite database are kept in {workdir}\n")
-    pd = SandboxProcess(
-        workdir / "sandbox.log",
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        redirect_uri="http://127.0.0.1/oauth/callback",
+    QUIET_WAIT[0] = args.quiet_wait
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the finally blocks stop the stand-in and gunicorn.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args.command_line = " ".join(
+        [".venv/bin/python", "bench/proxy_bench.py", *[shlex.quote(a) for a in (argv or sys.argv[1:])]]
     )
+    workdir = Path(tempfile.mkdtemp(prefix="pd-bench-"))
+    print(f"# {args.command_line}\n# work directory {workdir}\n", flush=True)
+    sections = []
+    bench = Bench(args, workdir)
     try:
-        pd.knobs(api_delay_s=API_DELAY_S, burst_limit=10**9, daily_budget=10**12)
-        bench_database(prepare_database(None, workdir), pd, workdir, clients, args.warmup, args.duration)
-        for threads in args.threads:
-            database_url = prepare_database(None, workdir)
-            bench_database(database_url, pd, workdir, clients, args.warmup, args.duration, WORKERS, threads)
-        if args.postgres:
-            pg_clients = [int(n) for n in args.postgres_clients.split(",") if n.strip()]
-            database_url = prepare_database(args.postgres, workdir)
-            bench_database(database_url, pd, workdir, pg_clients, args.warmup, args.duration)
-        if not args.no_direct:
-            bench_sandbox_direct(pd, clients, args.warmup, args.duration)
+        calibration = [] if args.no_calibration else bench.calibration()
+        if calibration:
+            sections.append(
+                "Calibration, the stand-in driven directly with upstream 0 ms (headroom above 2,000/s):\n\n"
+                + table(calibration)
+            )
+        if args.models:
+            models = [Model.parse(m) for m in args.models.split(",") if m.strip()]
+            c1_direct = bench._direct("c1", 1, 0)
+            rows, runs = [], [c1_direct]
+            for model in models:
+                try:
+                    c1, c200 = bench.model(model, c1_direct)
+                except AssertionError as exc:
+                    print(f"# {model}: {exc}", flush=True)
+                    rows.append(f"| {model} | did not start: {str(exc).splitlines()[0][:200]} |")
+                    continue
+                runs += [c1, c200]
+                rows.append(model_row(str(model), c1, c1_direct, c200))
+            sections.append("Worker models, cache misses:\n\n" + "\n".join([MODEL_HEADER, *rows]))
+            sections.append("The runs behind it:\n\n" + table(runs))
+        else:
+            model = Model(args.worker_class, args.workers, args.threads)
+            runs = bench.full(model)
+            sections.append(f"{model}:\n\n" + table(runs))
+            if args.profile:
+                run, summary = bench.profiled
+                sections.append(
+                    f"py-spy (`record --subprocesses --gil --nonblocking --rate {args.profile_rate}`: "
+                    "the threads holding the GIL) over the window of this extra run:\n\n"
+                    + table([run])
+                    + "\n\n"
+                    + summary
+                )
     finally:
-        pd.stop()
+        bench.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    text = report(args, "\n\n".join(sections))
+    print("\n" + text)
+    if args.results:
+        with open(args.results, "a") as handle:
+            handle.write("\n" + text)
     return 0
 
 
