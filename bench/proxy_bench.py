@@ -52,7 +52,7 @@ from bench.procstat import Meter, Usage, machine_facts, postgres_backends, wait_
 from bench.pyspy_summary import markdown as pyspy_markdown  # noqa: E402
 from pd_app.config import normalize_database_url  # noqa: E402
 from pd_app.migrate import upgrade  # noqa: E402
-from pd_app.pipedrive import MAX_EXPIRES_IN_S  # noqa: E402
+from pd_app.pipedrive.api import MAX_EXPIRES_IN_S  # noqa: E402
 from tests.procs import HOST, AppDatabase, Proc, children_of, wait_until  # noqa: E402
 
 COMPANY, USER = 1001, 2001
