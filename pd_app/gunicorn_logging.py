@@ -23,7 +23,33 @@ class _DropQueries(logging.Filter):
         return True
 
 
+# The atoms gunicorn.conf.py's access_log_format uses. gunicorn builds every atom for every request, all
+# request and response headers and the whole WSGI environ included, to use seven of them: for a proxy whose
+# own work per call is a fraction of a millisecond that was a visible share of its CPU.
+_LEAN_ATOMS = frozenset("hmUHsBM")
+_ATOM = re.compile(r"%\((.*?)\)s")
+
+
 class QuerylessLogger(Logger):
     def setup(self, cfg) -> None:
         super().setup(cfg)
         self.error_log.addFilter(_DropQueries())
+        used = set(_ATOM.findall(cfg.access_log_format or ""))
+        self._lean = bool(used) and used <= _LEAN_ATOMS
+
+    def atoms(self, resp, req, environ, request_time) -> dict:
+        """Only the atoms the format names when it names only simple ones; gunicorn's full set otherwise."""
+        if not getattr(self, "_lean", False):
+            return super().atoms(resp, req, environ, request_time)
+        status = resp.status
+        if isinstance(status, str):
+            status = status.split(None, 1)[0]
+        return {
+            "h": environ.get("REMOTE_ADDR", "-"),
+            "m": environ.get("REQUEST_METHOD"),
+            "U": environ.get("PATH_INFO"),
+            "H": environ.get("SERVER_PROTOCOL"),
+            "s": status,
+            "B": getattr(resp, "sent", None),
+            "M": request_time.seconds * 1000 + request_time.microseconds // 1000,
+        }

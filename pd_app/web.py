@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, current_app, render_template
+from flask import Blueprint, Flask, Request, Response, current_app, render_template
+from flask.sessions import SessionInterface
 
 bp = Blueprint("web", __name__)
 
@@ -12,7 +13,19 @@ def index():
     return render_template("index.html", settings=current_app.config["SETTINGS"])
 
 
+class NoSessions(SessionInterface):
+    """The app keeps no cookie session (the install flow signs its own state, the panel and the API send
+    credentials on every request): Flask's default would still build a signing serializer per request."""
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None  # Flask then uses a null session, which refuses writes
+
+    def save_session(self, app: Flask, session: object, response: Response) -> None:
+        return None
+
+
 def init_app(app: Flask) -> None:
+    app.session_interface = NoSessions()
     app.register_blueprint(bp)
 
 
