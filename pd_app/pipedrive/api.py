@@ -179,14 +179,14 @@ class UpstreamResponse:
 
     @cached_property
     def rate_limit(self) -> dict[str, int]:
-        return _parse_rate_limit(self.headers)
+        return parse_rate_limit(self.headers)
 
     @cached_property
     def retry_after(self) -> int | None:
         return _retry_after(self.headers)
 
 
-def _parse_rate_limit(headers: Any) -> dict[str, int]:
+def parse_rate_limit(headers: Any) -> dict[str, int]:
     figures = {}
     for name in RATE_LIMIT_HEADERS:
         value = headers.get(name)

@@ -89,7 +89,7 @@ def _forward_upstream(
         resp = _send(op, method, inst, path, token, params, json_body)
         if resp.status == 401:
             raise PipedriveUnauthorized()
-    usage().rate_limit_seen(inst.id, resp.rate_limit)
+    usage().rate_limit_seen(inst.id, resp.headers)
     raise_for_status(resp, method)
     if not _is_json_object(resp.raw):
         raise PipedriveError("Pipedrive answered with a body that is not JSON.")

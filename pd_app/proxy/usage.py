@@ -21,6 +21,7 @@ from sqlalchemy import Engine, event, update
 from sqlalchemy.orm import Session
 
 from ..models import Installation, utcnow
+from ..pipedrive.api import parse_rate_limit
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ class UsageRecorder:
         self.engine = engine
         self.every_s = every_s
         self._keys: dict[int, datetime] = {}
-        self._rate_limits: dict[int, dict[str, Any]] = {}
+        # installation id -> the last upstream answer's headers; parsed only when flushed
+        self._rate_limits: dict[int, Any] = {}
         self._guard = threading.Lock()
         self._flushing = threading.Lock()
         self._thread_pid: int | None = None
@@ -43,10 +45,10 @@ class UsageRecorder:
         self._keys[key_id] = utcnow()
         self._ensure_thread()
 
-    def rate_limit_seen(self, installation_id: int, figures: dict[str, int]) -> None:
-        if figures:
-            self._rate_limits[installation_id] = figures
-            self._ensure_thread()
+    def rate_limit_seen(self, installation_id: int, headers: Any) -> None:
+        """Remember the headers of the installation's latest answer from Pipedrive (read at flush time)."""
+        self._rate_limits[installation_id] = headers
+        self._ensure_thread()
 
     def _ensure_thread(self) -> None:
         # Started on first use in each process (a gunicorn worker forks after the app is built).
@@ -80,7 +82,10 @@ class UsageRecorder:
                 with Session(self.engine) as session, session.begin():
                     touch_keys(session, keys)
                     at = utcnow().isoformat(timespec="seconds")
-                    for installation_id, values in figures.items():
+                    for installation_id, headers in figures.items():
+                        values = parse_rate_limit(headers)
+                        if not values:
+                            continue
                         session.execute(
                             update(Installation)
                             .where(Installation.id == installation_id)
