@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from gunicorn.config import Config
+from gunicorn.glogging import Logger
 
 from pd_app.gunicorn_logging import QuerylessLogger
 
@@ -30,11 +32,64 @@ def test_error_log_drops_query_strings():
     assert "eyJhbGciOiJIUzI1NiJ9" not in text and "secret-code" not in text
 
 
-def test_the_server_config_uses_it(monkeypatch, tmp_path):
-    # An operator's metrics directory: the config keeps it rather than making one (and changing our environ).
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+def gunicorn_conf() -> dict:
     namespace: dict = {}
     with open("gunicorn.conf.py") as handle:
         exec(handle.read(), namespace)  # our own config file
+    return namespace
+
+
+def test_the_server_config_uses_it(monkeypatch, tmp_path):
+    # An operator's metrics directory: the config keeps it rather than making one (and changing our environ).
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    namespace = gunicorn_conf()
     assert namespace["logger_class"] == "pd_app.gunicorn_logging.QuerylessLogger"
     assert "%(U)s" in namespace["access_log_format"] and "%(r)s" not in namespace["access_log_format"]
+
+
+class _Response:
+    status = "200 OK"
+    sent = 1234
+    headers = [("Content-Type", "application/json")]
+
+
+def _access_lines(logger_class, path, access_log_format: str) -> str:
+    cfg = Config()
+    cfg.set("accesslog", str(path))
+    cfg.set("access_log_format", access_log_format)
+    log = logger_class(cfg)
+    environ = {
+        "REMOTE_ADDR": "10.1.2.3",
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/v1/goals/find",
+        "QUERY_STRING": "title=secret",
+        "RAW_URI": "/api/v1/goals/find?title=secret",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_USER_AGENT": "dashboard/1.0",
+    }
+    log.access(_Response(), [("User-Agent", "dashboard/1.0")], environ, timedelta(milliseconds=7))
+    for handler in log.access_log.handlers:
+        handler.flush()
+        handler.close()
+    log.access_log.handlers.clear()
+    return path.read_text()
+
+
+def test_the_access_log_line_is_the_one_gunicorn_would_write(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    fmt = gunicorn_conf()["access_log_format"]
+    ours = _access_lines(QuerylessLogger, tmp_path / "ours.log", fmt)
+    theirs = _access_lines(Logger, tmp_path / "theirs.log", fmt)
+    assert ours == theirs == '10.1.2.3 "GET /api/v1/goals/find HTTP/1.1" 200 1234 7ms\n'
+    assert "secret" not in ours
+    cfg = Config()
+    cfg.set("accesslog", str(tmp_path / "check.log"))
+    cfg.set("access_log_format", fmt)
+    assert QuerylessLogger(cfg)._direct, "the server's own format should take the one-write path"
+
+
+def test_a_format_with_other_atoms_gets_gunicorns_own_path(tmp_path):
+    fmt = '%(h)s %(r)s %(a)s %({user-agent}i)s'
+    ours = _access_lines(QuerylessLogger, tmp_path / "ours.log", fmt)
+    assert ours == _access_lines(Logger, tmp_path / "theirs.log", fmt)
+    assert "dashboard/1.0" in ours
