@@ -1,9 +1,14 @@
 """gunicorn settings for `gunicorn app:app` (the Procfile's web process).
 
 A proxied request spends almost all its time waiting on Pipedrive (100-300 ms), not on the CPU. Threads
-(`gthread`) let each worker keep many such requests in flight while the GIL is released during network I/O:
-4 workers x 64 threads = 256 concurrent requests on 2 cores. Threads rather than gevent because psycopg,
-SQLAlchemy's pool and the cryptography bindings work under threads without monkey-patching.
+(`gthread`) let each worker keep many such requests in flight while the GIL is released during network I/O.
+The default, 2 workers x 64 threads (128 requests in flight; WEB_CONCURRENCY and GUNICORN_THREADS change it),
+was chosen by measurement (bench/RESULTS.md, "Worker models"): on 2 cores it served as many proxied reads
+per second as 4 x 64 at 200 in flight, with as little added latency, and in about 235 MB instead of 410 MB
+(each worker holds its own copy of the app). Fewer threads (2 x 32, 4 x 16) cap the requests in flight below
+what 100 ms upstream calls need; more (2 x 128) spend the CPU on contention. gevent was no better here and
+needs monkey-patching before anything imports ssl, which psycopg, SQLAlchemy's pool and `cryptography` do
+not need under threads.
 """
 
 import glob
@@ -50,7 +55,7 @@ def on_exit(server):  # gunicorn hook: the master, at shutdown
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '5000')}")
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "64"))
 timeout = 60
 graceful_timeout = 30

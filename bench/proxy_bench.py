@@ -1,6 +1,6 @@
 """The Goals proxy under gunicorn's production settings, side by side with direct calls to the upstream.
 
-    .venv/bin/python bench/proxy_bench.py                  # `make bench`: SQLite, gthread 4x64, ~2.5 min
+    .venv/bin/python bench/proxy_bench.py                  # `make bench`: SQLite, gthread 2x64 (gunicorn.conf.py), ~3 min
     .venv/bin/python bench/proxy_bench.py --workers 2 --threads 32
     .venv/bin/python bench/proxy_bench.py --worker-class gevent
     .venv/bin/python bench/proxy_bench.py --models gthread:4x64,gthread:2x32,gevent:2  # worker models
@@ -89,7 +89,13 @@ class AppServer(Proc):
     line (which overrides the config file) only when it is not gunicorn.conf.py's gthread."""
 
     def __init__(
-        self, log_path: Path, env: dict[str, str], workers: int, threads: int, worker_class: str
+        self,
+        log_path: Path,
+        env: dict[str, str],
+        workers: int,
+        threads: int,
+        worker_class: str,
+        wsgi_app: str = "app:app",
     ) -> None:
         env = {
             **env,
@@ -98,7 +104,7 @@ class AppServer(Proc):
             "GUNICORN_THREADS": str(threads),
             "PYTHONUNBUFFERED": "1",
         }
-        argv = [sys.executable, "-m", "gunicorn", "app:app", "-c", "gunicorn.conf.py", "--no-control-socket"]
+        argv = [sys.executable, "-m", "gunicorn", wsgi_app, "-c", "gunicorn.conf.py", "--no-control-socket"]
         if worker_class != "gthread":
             argv += ["--worker-class", worker_class]
         self.argv = argv
@@ -389,6 +395,22 @@ class Bench:
         log = self.workdir / f"gunicorn-{model.worker_class}-{model.workers}x{model.threads}.log"
         return AppServer(log, self.environ, model.workers, model.threads, model.worker_class)
 
+    def floor(self, model: Model) -> list[Run]:
+        """bench/floor_app.py (bare Flask + pooled urllib3) under the same settings: c1 and c200 misses."""
+        log = self.workdir / "gunicorn-floor.log"
+        env = {**self.environ, "FLOOR_UPSTREAM": self.upstream.url}
+        server = AppServer(
+            log, env, model.workers, model.threads, model.worker_class, wsgi_app="bench.floor_app:app"
+        )
+        try:
+            return [
+                self._app(server, "c1", "floor", 1, 0, miss_path),
+                self._app(server, "c200", "floor", 200, 100, miss_path),
+            ]
+        finally:
+            server.stop()
+            self.check_log(server)
+
     def calibration(self) -> list[Run]:
         """The stand-in and the load generator alone, upstream 0 ms: how far above 2,000/s they go."""
         return [self._direct("calibration", n, 0) for n in (50, 200)]
@@ -502,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "4")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
     parser.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "64")))
     parser.add_argument("--worker-class", default="gthread", help="gthread (gunicorn.conf.py), gevent...")
     parser.add_argument(
@@ -518,6 +540,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-rate", type=int, default=20, help="py-spy samples per second")
     parser.add_argument("--profile-seconds", type=float, default=15.0, help="the profiled window")
     parser.add_argument("--no-calibration", action="store_true")
+    parser.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run bench/floor_app.py (bare Flask + urllib3) under the same settings",
+    )
     parser.add_argument("--steps", default="c1,c50,c200", help="which steps of the full run")
     parser.add_argument("--results", default=str(RESULTS), help="append the report here ('' to skip)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
@@ -560,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model = Model(args.worker_class, args.workers, args.threads)
             runs = bench.full(model)
+            if args.floor:
+                runs += bench.floor(model)
             sections.append(f"{model}:\n\n" + table(runs))
             if args.profile:
                 run, summary = bench.profiled
