@@ -1,6 +1,6 @@
 """The Goals proxy under gunicorn's production settings, side by side with direct calls to the upstream.
 
-    .venv/bin/python bench/proxy_bench.py                  # `make bench`: SQLite, gthread 2x64 (gunicorn.conf.py), ~3 min
+    .venv/bin/python bench/proxy_bench.py                  # `make bench`: SQLite, gunicorn.conf.py, ~3 min
     .venv/bin/python bench/proxy_bench.py --workers 2 --threads 32
     .venv/bin/python bench/proxy_bench.py --worker-class gevent
     .venv/bin/python bench/proxy_bench.py --models gthread:4x64,gthread:2x32,gevent:2  # worker models
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shlex
@@ -223,6 +224,7 @@ def measure(
     on_window: tuple[Callable[[], None], Callable[[], None]] | None = None,
 ) -> Run:
     upstream.latency(latency_ms)
+    _RUN[0] = next(_RUN_IDS)
     if QUIET_WAIT[0]:
         busy = wait_for_quiet(max_wait=QUIET_WAIT[0])
         if busy >= 0.25:
@@ -249,8 +251,15 @@ def measure(
     return run
 
 
+_RUN_IDS = itertools.count(1)
+_RUN = [0]
+
+
 def miss_path(n: int) -> str:
-    return f"{FIND}?is_active=true&title=bench-{n}"
+    """Every request of every run its own `title`: the load generator numbers each run's requests from 1, and
+    a title seen by an earlier run within GOALS_CACHE_TTL would be a cache hit in a "miss" row (measure()
+    moves `_RUN` on for each run)."""
+    return f"{FIND}?is_active=true&title=bench-{_RUN[0]}-{n}"
 
 
 def hit_path(_n: int) -> str:
