@@ -94,7 +94,7 @@ def test_the_access_log_line_is_the_one_gunicorn_would_write(monkeypatch, tmp_pa
 
 
 def test_a_format_with_other_atoms_gets_gunicorns_own_path(tmp_path):
-    fmt = '%(h)s %(r)s %(a)s %({user-agent}i)s'
+    fmt = "%(h)s %(r)s %(a)s %({user-agent}i)s"
     ours = _access_lines(QuerylessLogger, tmp_path / "ours.log", fmt)
     assert ours == _access_lines(Logger, tmp_path / "theirs.log", fmt)
     assert "dashboard/1.0" in ours

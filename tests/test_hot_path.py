@@ -71,13 +71,15 @@ class Upstream:
 
     def __init__(self) -> None:
         self.client_ports: list[int] = []
-        recorder = self.client_ports
+        self.paths: list[str] = []
+        recorder, paths = self.client_ports, self.paths
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 recorder.append(self.client_address[1])
+                paths.append(self.path)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(GOALS)))
@@ -107,13 +109,14 @@ def upstream() -> Iterator[Upstream]:
     server.stop()
 
 
-def _serve(clean_db: str, upstream: Upstream, **env: str):
+def _serve(clean_db: str, upstream: Upstream, api_path: str = "", **env: str):
     """An app whose one installation (company 1001, user 2001) lives at the stand-in; returns (app, key)."""
-    app = create_app(environ=app_environ(clean_db, upstream.url, PIPEDRIVE_JWT_SECRET=JWT_SECRET, **env))
+    api_domain = upstream.url + api_path
+    app = create_app(environ=app_environ(clean_db, api_domain, PIPEDRIVE_JWT_SECRET=JWT_SECRET, **env))
     token = {
         "access_token": "a" * 40,
         "refresh_token": "r" * 40,
-        "api_domain": upstream.url,
+        "api_domain": api_domain,
         "expires_in": 86400,
         "scope": "base,goals:full",
     }
@@ -180,6 +183,18 @@ def test_sequential_calls_reuse_one_upstream_connection(served, upstream):
     assert len(set(upstream.client_ports)) == 1, "each call should reuse the kept-alive connection"
     pool = app.extensions["pd_client"].pool.connection_from_url(upstream.url)
     assert pool.num_connections == 1
+
+
+def test_an_api_domain_with_a_path_keeps_it(clean_db, upstream):
+    """The built-in sandbox's api_domain is `{PUBLIC_URL}/sandbox`: calls go under that path."""
+    app, key = _serve(clean_db, upstream, api_path="/sandbox")
+    try:
+        resp = app.test_client().get(FIND + "?is_active=true", headers={"x-api-token": key})
+        assert resp.status_code == 200
+        assert upstream.paths == ["/sandbox/api/v1/goals/find?is_active=true"]
+    finally:
+        app.extensions["pd_client"].close()
+        app.extensions["pd_db"]["engine"].dispose()
 
 
 def test_a_steady_state_read_decrypts_nothing_and_reads_no_environment(served, upstream, monkeypatch):

@@ -14,7 +14,7 @@ import threading
 import urllib.request
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 import urllib3
@@ -267,7 +267,7 @@ class PipedriveClient:
         # api_domain -> its connection pool, so a call skips the manager's URL parsing and pool-key work
         # (about a fifth of urllib3's CPU per call, measured). Only the manager creates pools; this map is
         # bounded below the manager's own limit, so it never holds a pool the manager has closed.
-        self._host_pools: dict[str, urllib3.HTTPConnectionPool] = {}
+        self._host_pools: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
         self._host_pools_guard = threading.Lock()
         # The token endpoint's connections, shared by the short-lived OAuth sessions below.
         self._adapter = HTTPAdapter(pool_connections=10, pool_maxsize=64, max_retries=0)
@@ -342,17 +342,21 @@ class PipedriveClient:
             raise TokenEndpointUnavailable(f"revoke answered {resp.status_code}")
 
     # -- API ------------------------------------------------------------------------------------
-    def _host_pool(self, api_domain: str) -> urllib3.HTTPConnectionPool:
-        pool = self._host_pools.get(api_domain)
-        if pool is None:
+    def _host_pool(self, api_domain: str) -> tuple[urllib3.HTTPConnectionPool, str]:
+        """The api_domain's connection pool, and what goes before an API path on it: the domain's own path
+        (the sandbox lives under /sandbox) or, through a proxy, the whole absolute URL."""
+        found = self._host_pools.get(api_domain)
+        if found is None:
             with self._host_pools_guard:
-                pool = self._host_pools.get(api_domain)
-                if pool is None:
+                found = self._host_pools.get(api_domain)
+                if found is None:
                     if len(self._host_pools) >= self.pool.pools._maxsize // 2:
                         self._host_pools.clear()  # the manager keeps (and later closes) the pools
-                    pool = self.pool.connection_from_url(api_domain)
-                    self._host_pools[api_domain] = pool
-        return pool
+                    base = api_domain.rstrip("/")
+                    prefix = base if self._proxies else urlsplit(base).path
+                    found = (self.pool.connection_from_url(api_domain), prefix)
+                    self._host_pools[api_domain] = found
+        return found
 
     def check_domain(self, api_domain: str) -> None:
         allowed = self._allowed.get(api_domain)
@@ -376,8 +380,8 @@ class PipedriveClient:
         """One API call, never retried here. Non-2xx answers are returned; no answer raises
         `UpstreamUnreachable`."""
         self.check_domain(api_domain)
-        # The pool knows the host; through a proxy it needs the absolute URL.
-        url = path if not self._proxies else api_domain.rstrip("/") + path
+        pool, prefix = self._host_pool(api_domain)
+        url = prefix + path
         if params:
             url += "?" + urlencode(params)
         headers = {"Authorization": "Bearer " + access_token, "Accept": "application/json", **_FIXED_HEADERS}
@@ -386,7 +390,7 @@ class PipedriveClient:
             body = _json.dumps(json, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
         try:
-            resp = self._host_pool(api_domain).urlopen(
+            resp = pool.urlopen(
                 method,
                 url,
                 body=body,
