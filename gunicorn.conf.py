@@ -1,14 +1,18 @@
 """gunicorn settings for `gunicorn app:app` (the Procfile's web process).
 
-A proxied request spends almost all its time waiting on Pipedrive (100-300 ms), not on the CPU. Threads
-(`gthread`) let each worker keep many such requests in flight while the GIL is released during network I/O.
-The default, 2 workers x 64 threads (128 requests in flight; WEB_CONCURRENCY and GUNICORN_THREADS change it),
-was chosen by measurement (bench/RESULTS.md, "Worker models"): on 2 cores it served as many proxied reads
-per second as 4 x 64 at 200 in flight, with as little added latency, and in about 235 MB instead of 410 MB
-(each worker holds its own copy of the app). Fewer threads (2 x 32, 4 x 16) cap the requests in flight below
-what 100 ms upstream calls need; more (2 x 128) spend the CPU on contention. gevent was no better here and
-needs monkey-patching before anything imports ssl, which psycopg, SQLAlchemy's pool and `cryptography` do
-not need under threads.
+A proxied request spends almost all its time waiting on Pipedrive (100-300 ms), not on the CPU, so each worker
+keeps many requests in flight. The worker model was chosen by measurement (bench/RESULTS.md, "Worker models"):
+- 2 workers, not 4: the same rate at 200 in flight on 2 cores, in about 230 MB instead of 410 MB (each worker
+  holds its own copy of the app). WEB_CONCURRENCY changes it.
+- On PostgreSQL, `gevent` (1000 connections a worker): no GIL contention between 64 threads, so about 0.55 of
+  the ideal rate at 200 in flight against about 0.40 for threads, and less CPU per request. psycopg 3 waits
+  cooperatively under gevent, and gunicorn patches the standard library before the app is imported (the
+  master does not import the app, see pd_app/__init__.py).
+- On SQLite, `gthread` (GUNICORN_THREADS, default 64): SQLite's busy handler sleeps inside C, so under gevent
+  one company's refresh (which holds the write lock while Pipedrive's token endpoint answers) would stop every
+  other request of the worker until the 30 s busy timeout; threads wait on their own
+  (tests/test_stampede.py, two companies refreshing in one worker).
+GUNICORN_WORKER_CLASS overrides the choice.
 """
 
 import glob
@@ -54,7 +58,8 @@ def on_exit(server):  # gunicorn hook: the master, at shutdown
 
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '5000')}")
-worker_class = "gthread"
+_on_postgresql = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql"))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or ("gevent" if _on_postgresql else "gthread")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "64"))
 timeout = 60

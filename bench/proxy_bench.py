@@ -106,8 +106,8 @@ class AppServer(Proc):
             "PYTHONUNBUFFERED": "1",
         }
         argv = [sys.executable, "-m", "gunicorn", wsgi_app, "-c", "gunicorn.conf.py", "--no-control-socket"]
-        if worker_class != "gthread":
-            argv += ["--worker-class", worker_class]
+        # Always named: gunicorn.conf.py picks by DATABASE_URL, and the report must say what ran.
+        argv += ["--worker-class", worker_class]
         self.argv = argv
         super().__init__(argv, env, log_path)
         try:
@@ -535,7 +535,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
     parser.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "64")))
-    parser.add_argument("--worker-class", default="gthread", help="gthread (gunicorn.conf.py), gevent...")
+    parser.add_argument(
+        "--worker-class",
+        default="",
+        help="default: what gunicorn.conf.py picks (gthread on SQLite, gevent on PostgreSQL)",
+    )
     parser.add_argument(
         "--models",
         default="",
@@ -595,7 +599,9 @@ def main(argv: list[str] | None = None) -> int:
             sections.append("Worker models, cache misses:\n\n" + "\n".join([MODEL_HEADER, *rows]))
             sections.append("The runs behind it:\n\n" + table(runs))
         else:
-            model = Model(args.worker_class, args.workers, args.threads)
+            on_postgresql = (args.database or "").startswith(("postgres://", "postgresql"))
+            worker_class = args.worker_class or ("gevent" if on_postgresql else "gthread")
+            model = Model(worker_class, args.workers, args.threads)
             runs = bench.full(model)
             if args.floor:
                 runs += bench.floor(model)

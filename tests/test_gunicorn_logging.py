@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+import pytest
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
@@ -98,3 +99,28 @@ def test_a_format_with_other_atoms_gets_gunicorns_own_path(tmp_path):
     ours = _access_lines(QuerylessLogger, tmp_path / "ours.log", fmt)
     assert ours == _access_lines(Logger, tmp_path / "theirs.log", fmt)
     assert "dashboard/1.0" in ours
+
+
+@pytest.mark.parametrize(
+    ("database_url", "override", "expected"),
+    [
+        ("", None, "gthread"),
+        ("sqlite:////srv/pd_app.sqlite3", None, "gthread"),
+        ("postgresql://app@db/pd_app", None, "gevent"),
+        ("postgres://app@db/pd_app", None, "gevent"),
+        ("postgresql://app@db/pd_app", "gthread", "gthread"),
+    ],
+)
+def test_the_worker_model_follows_the_database(monkeypatch, tmp_path, database_url, override, expected):
+    """gevent only where the database driver waits cooperatively (psycopg 3); SQLite's busy wait would stop a
+    gevent worker (tests/test_stampede.py)."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    if override:
+        monkeypatch.setenv("GUNICORN_WORKER_CLASS", override)
+    else:
+        monkeypatch.delenv("GUNICORN_WORKER_CLASS", raising=False)
+    config = gunicorn_conf()
+    assert config["worker_class"] == expected
+    assert config["workers"] == 2

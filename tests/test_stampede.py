@@ -328,3 +328,38 @@ def test_worker_killed_while_holding_the_refresh_lock_leaves_nothing_locked(stac
     inst = stack.db.installation(COMPANY, USER)
     assert inst.status == "active" and inst.version == version + 1
     assert server.output().count('"event": "token_refreshed"') == 1
+
+
+# -- two installations refreshing at once inside one worker ---------------------------------------------
+def test_two_companies_refreshing_in_one_worker_do_not_wait_on_each_other(stack):
+    """A refresh holds the database's write lock while Pipedrive's token endpoint answers. Another company's
+    refresh in the same worker must wait for it without stopping the worker: under an event-loop worker
+    model, a writer blocked inside SQLite's busy handler would also stop the first one (until the 30 s busy
+    timeout)."""
+    pd, db = stack.pd, stack.db
+    other = pd.install(1002, 2101)
+    db.install(other, 1002, 2101)
+    other_key = db.create_key(1002)
+    db.make_due(COMPANY, USER)
+    db.make_due(1002, 2101)
+    pd.knobs(token_delay_s=0.8)
+    server = stack.serve(workers=1, threads=8)
+    outcomes: dict[str, list[Outcome]] = {}
+
+    def run(name: str, key: str) -> None:
+        outcomes[name] = fire(server.url, key, 3, timeout=25.0)
+
+    threads = [
+        threading.Thread(target=run, args=(n, k)) for n, k in (("acme", stack.key), ("globex", other_key))
+    ]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(40)
+    took = time.monotonic() - started
+    statuses = {name: [o.status for o in runs] for name, runs in outcomes.items()}
+    assert statuses == {"acme": [200] * 3, "globex": [200] * 3}, (statuses, outcomes)
+    # Two refreshes of 0.8 s each, one after the other at worst: far from SQLite's 30 s busy timeout.
+    assert took < 10, f"took {took:.1f} s"
+    assert pd.calls("/oauth/token") and len(pd.calls("/oauth/token")) == 2
