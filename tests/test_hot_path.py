@@ -4,6 +4,8 @@ deterministically (the timings themselves live in bench/)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -11,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import jwt
 import pytest
@@ -25,6 +28,7 @@ from pd_app.tokens.store import save_grant
 
 from .conftest import app_environ
 
+ROOT = Path(__file__).resolve().parent.parent
 FIND = "/api/v1/goals/find"
 JWT_SECRET = "hot-path-jwt-secret-0123456789abcdef"
 GOALS = b'{"success":true,"data":[{"id":"g1","title":"Won deals"}],"additional_data":{}}'
@@ -246,3 +250,30 @@ def test_a_steady_state_read_stays_within_its_function_call_budget(served, upstr
         assert client.get(FIND, headers={"x-api-token": key}).status_code == 200
     calls = _python_calls(lambda: client.get(FIND, headers={"x-api-token": key}))
     assert calls <= CALL_BUDGET, f"{calls} function calls for one proxied read (budget {CALL_BUDGET})"
+
+
+def _modules_after(code: str, environ: dict[str, str]) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print(' '.join(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **environ},
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def test_memory_what_a_process_loads_only_when_it_needs_it(clean_db, upstream):
+    """Each worker holds its own copy of everything it imports (bench/RESULTS.md: the instance's RSS)."""
+    # gunicorn's master imports the package for its logger class: not the application.
+    master = _modules_after("import pd_app.gunicorn_logging", {})
+    assert not {"flask", "sqlalchemy", "pydantic"} & master
+    # A worker that serves proxied reads: no OAuth client, no migrations, no Redis client without REDIS_URL.
+    environ = {k: v for k, v in app_environ(clean_db, upstream.url).items() if k != "REDIS_URL"}
+    worker = _modules_after("from pd_app import create_app; create_app()", environ)
+    assert "flask" in worker and "sqlalchemy" in worker
+    assert not {"requests", "authlib", "alembic", "redis"} & worker, sorted(
+        {"requests", "authlib", "alembic", "redis"} & worker
+    )

@@ -7,24 +7,23 @@ the allow-list (`PIPEDRIVE_API_DOMAINS`) right before a token is attached.
 
 from __future__ import annotations
 
-import http.cookiejar
 import json as _json
 import logging
+import sys
 import threading
 import urllib.request
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
-import requests
 import urllib3
 import urllib3.exceptions
-from authlib.integrations.base_client import OAuthError
-from authlib.integrations.requests_client import OAuth2Session
-from requests.adapters import HTTPAdapter
 
 from ..config import Settings
 from .allowlist import DomainAllowList
+
+if TYPE_CHECKING:
+    from .oauth import OAuthClient
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +216,8 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 def maybe_sent(exc: BaseException) -> bool:
     """False only when the request surely never left: the connection itself could not be made."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
+    requests = sys.modules.get("requests")  # the token endpoint's errors come from requests (oauth.py)
+    if requests is not None and isinstance(exc, requests.exceptions.ConnectTimeout):
         return False
     return not any(isinstance(cause, _NEVER_SENT) for cause in _causes(exc))
 
@@ -231,20 +231,6 @@ def valid_expires_in(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_EXPIRES_IN_S
 
 
-def _check_token_response(resp: requests.Response) -> requests.Response:
-    """Authlib compliance hook: tell transient token-endpoint failures from OAuth errors, and refuse an
-    answer Authlib itself would choke on (it reads `expires_in` as a number)."""
-    if resp.status_code >= 500 or 300 <= resp.status_code < 400:
-        raise TokenEndpointUnavailable(f"token endpoint answered {resp.status_code}")
-    try:
-        body = resp.json()
-    except ValueError:
-        raise TokenEndpointUnavailable(f"token endpoint answered {resp.status_code} without JSON") from None
-    if not isinstance(body, dict) or not valid_expires_in(body.get("expires_in")):
-        raise TokenResponseMalformed(f"token endpoint answered {resp.status_code} with a malformed body")
-    return resp
-
-
 class PipedriveClient:
     """API calls go through one urllib3 pool manager (keep-alive, a pool per company host); the token endpoint
     goes through Authlib, which also builds the authorize URL: one OAuth client for the whole flow."""
@@ -256,7 +242,7 @@ class PipedriveClient:
         self._allowed: dict[str, bool] = {}
         # Proxy settings (HTTPS_PROXY, ...) are read once, here, never per call.
         proxies = {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
-        self._proxies = proxies
+        self._proxies = self.proxies = proxies
         # Room for 1000 company hosts, 64 kept-alive connections each (a gunicorn worker's threads). No
         # retries and no redirects: both are decisions of the proxy, never of the transport.
         pool_args: dict[str, Any] = {"num_pools": 1000, "maxsize": 64, "retries": False, "block": False}
@@ -269,77 +255,37 @@ class PipedriveClient:
         # bounded below the manager's own limit, so it never holds a pool the manager has closed.
         self._host_pools: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
         self._host_pools_guard = threading.Lock()
-        # The token endpoint's connections, shared by the short-lived OAuth sessions below.
-        self._adapter = HTTPAdapter(pool_connections=10, pool_maxsize=64, max_retries=0)
+        self._oauth: OAuthClient | None = None
 
-    def oauth_session(self) -> OAuth2Session:
-        """A new Authlib session for one token call or one authorize URL (it keeps the token it fetched, so
-        threads must not share one: they could each get the other's answer)."""
-        session = OAuth2Session(
-            self.settings.client_id,
-            self.settings.client_secret,
-            token_endpoint_auth_method="client_secret_basic",
-            redirect_uri=self.settings.redirect_uri,
-        )
-        session.mount("https://", self._adapter)
-        session.mount("http://", self._adapter)
-        session.headers["User-Agent"] = USER_AGENT
-        # No cookies: the connections are shared by every company.
-        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        session.register_compliance_hook("access_token_response", _check_token_response)
-        session.register_compliance_hook("refresh_token_response", _check_token_response)
-        session.trust_env = False
-        session.proxies.update(self._proxies)
-        return session
+    @property
+    def oauth(self) -> OAuthClient:
+        """The token endpoint's client, built on first use: a worker that only proxies never loads Authlib
+        and `requests` (about 15 MB a process)."""
+        if self._oauth is None:
+            with self._host_pools_guard:
+                if self._oauth is None:
+                    from .oauth import OAuthClient
+
+                    self._oauth = OAuthClient(self)
+        return self._oauth
 
     def close(self) -> None:
         self.pool.clear()
-        self._adapter.close()
+        if self._oauth is not None:
+            self._oauth.close()
 
-    # -- token endpoint -------------------------------------------------------------------------
+    # -- token endpoint (pipedrive/oauth.py) ----------------------------------------------------
     def authorize_url(self, state: str) -> str:
-        url, _state = self.oauth_session().create_authorization_url(
-            self.settings.oauth_url + "/oauth/authorize", state=state
-        )
-        return url
-
-    def _token_call(self, method: str, *args: Any, **kwargs: Any) -> dict:
-        fn = getattr(self.oauth_session(), method)
-        try:
-            return dict(fn(*args, timeout=self.settings.token_timeout, allow_redirects=False, **kwargs))
-        except OAuthError as exc:
-            raise TokenEndpointError(exc.error or "oauth_error", exc.description) from None
-        except requests.RequestException as exc:
-            raise TokenEndpointUnavailable(type(exc).__name__) from None
+        return self.oauth.authorize_url(state)
 
     def exchange_code(self, code: str) -> dict:
-        return self._token_call(
-            "fetch_token",
-            self.settings.oauth_url + "/oauth/token",
-            grant_type="authorization_code",
-            code=code,
-            redirect_uri=self.settings.redirect_uri,
-        )
+        return self.oauth.exchange_code(code)
 
     def refresh(self, refresh_token: str) -> dict:
-        return self._token_call(
-            "refresh_token", self.settings.oauth_url + "/oauth/token", refresh_token=refresh_token
-        )
+        return self.oauth.refresh(refresh_token)
 
     def revoke(self, token: str, hint: str = "refresh_token") -> None:
-        try:
-            resp = self.oauth_session().post(
-                self.settings.oauth_url + "/oauth/revoke",
-                data={"token": token, "token_type_hint": hint},
-                auth=(self.settings.client_id, self.settings.client_secret),
-                timeout=self.settings.token_timeout,
-                withhold_token=True,
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            raise TokenEndpointUnavailable(type(exc).__name__) from None
-        if resp.status_code >= 300:  # a redirect is not a revocation
-            raise TokenEndpointUnavailable(f"revoke answered {resp.status_code}")
+        self.oauth.revoke(token, hint)
 
     # -- API ------------------------------------------------------------------------------------
     def _host_pool(self, api_domain: str) -> tuple[urllib3.HTTPConnectionPool, str]:
