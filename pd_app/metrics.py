@@ -138,7 +138,7 @@ def _start() -> None:
     g.metrics_started = time.perf_counter()
 
 
-def _finish(response):  # noqa: ANN001, ANN202
+def _finish(response: Response) -> Response:
     started = g.pop("metrics_started", None)
     if started is not None:
         count, latency = current_app.extensions["pd_metrics"].request_children(

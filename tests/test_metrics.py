@@ -30,7 +30,7 @@ REQUESTS = "pd_app_http_requests_total"
 HEALTHZ = ("ops.healthz", "GET", "200")
 
 
-def by_labels(families) -> dict[tuple[str, str, str], float]:  # noqa: ANN001
+def by_labels(families) -> dict[tuple[str, str, str], float]:
     """pd_app_http_requests_total by (endpoint, method, status)."""
     return {
         (s.labels["endpoint"], s.labels["method"], s.labels["status"]): s.value
@@ -181,7 +181,7 @@ def tmpdir_for_gunicorn(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(clean_db: str, sandbox_server, tmp_path: Path, tmpdir_for_gunicorn: Path):  # noqa: ANN001, ANN201
+def server(clean_db: str, sandbox_server, tmp_path: Path, tmpdir_for_gunicorn: Path):
     # No PROMETHEUS_MULTIPROC_DIR (procs.Proc passes only PATH, HOME, LANG, LC_ALL, TMPDIR): the config makes
     # a private directory, here under our TMPDIR so that the test can look at it.
     environ = {**app_environ(clean_db, sandbox_server.url), "TMPDIR": str(tmpdir_for_gunicorn)}
