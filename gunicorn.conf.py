@@ -58,7 +58,10 @@ def on_exit(server):  # gunicorn hook: the master, at shutdown
 
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '5000')}")
-_on_postgresql = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql"))
+# psycopg 3 only (the driver requirements.txt pins, and what these URLs map to): it waits cooperatively.
+_on_postgresql = os.environ.get("DATABASE_URL", "").startswith(
+    ("postgres://", "postgresql://", "postgresql+psycopg://")
+)
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or ("gevent" if _on_postgresql else "gthread")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "64"))

@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 from flask import current_app, g, request
 from sqlalchemy import Row, Select, bindparam, case, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from . import db
@@ -178,6 +179,19 @@ _BY_USER: Select = (
 )
 
 
+_BY_ID: Select = (
+    select(*_INSTALLATION_COLUMNS)
+    .select_from(_inst.outerjoin(_gen, _gen.c.company_id == _inst.c.company_id))
+    .where(_inst.c.id == bindparam("installation_id"))
+)
+
+
+def installation_ref(installation_id: int) -> InstallationRef | None:
+    """The installation read again (after a refresh changed its token, version or api_domain)."""
+    row = _fetch(_BY_ID, {"installation_id": installation_id})
+    return _ref(row) if row is not None else None
+
+
 def _ref(row: Row) -> InstallationRef | None:
     if row.id is None:
         return None
@@ -196,8 +210,16 @@ def _ref(row: Row) -> InstallationRef | None:
 
 
 def _fetch(statement: Select, params: dict[str, Any]) -> Row | None:
-    with db.read_connection() as conn:
-        return conn.execute(statement, params).first()
+    # One retry when the pooled connection turned out dead (the database restarted): SQLAlchemy has then
+    # discarded the pool's older connections, and a read is safe to send again.
+    for attempt in (1, 2):
+        try:
+            with db.read_connection() as conn:
+                return conn.execute(statement, params).first()
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _from_key(key: str) -> tuple[Principal, InstallationRef | None]:

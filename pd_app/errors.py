@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, jsonify, render_template, request
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from .pipedrive.api import (
@@ -19,6 +21,7 @@ from .pipedrive.api import (
     PipedriveThrottled,
     PipedriveUnauthorized,
     PipedriveUnavailable,
+    UpstreamFailed,
 )
 from .tokens.cipher import TokenDecryptError
 from .tokens.refresh import TokenServiceUnavailable
@@ -167,13 +170,36 @@ DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
         "Check with GET /api/v1/goals/find before retrying.",
     ),
     PipedriveError: Envelope(502, "upstream_error", None, "Retry later."),
+    # The app's own database: down, restarting, or every pooled connection busy.
+    OperationalError: Envelope(
+        503,
+        "upstream_unavailable",
+        "The app's database is not answering right now.",
+        "Retry later; nothing was sent to Pipedrive.",
+        retry_after=5,
+    ),
+    InterfaceError: Envelope(
+        503,
+        "upstream_unavailable",
+        "The app's database is not answering right now.",
+        "Retry later; nothing was sent to Pipedrive.",
+        retry_after=5,
+    ),
+    PoolTimeout: Envelope(
+        503,
+        "upstream_unavailable",
+        "The app is too busy to answer right now.",
+        "Retry later; nothing was sent to Pipedrive.",
+        retry_after=2,
+    ),
 }
 
 
 def as_api_error(exc: Exception) -> ApiError:
     """The envelope of a domain exception, from `DOMAIN_ERRORS` (the most specific class listed)."""
     spec = next(DOMAIN_ERRORS[cls] for cls in type(exc).__mro__ if cls in DOMAIN_ERRORS)
-    message = getattr(exc, "message", None) or spec.message or str(exc)
+    message = getattr(exc, "message", None) if isinstance(exc, UpstreamFailed) else None
+    message = message or spec.message or str(exc)
     install_url = current_app.config["SETTINGS"].public_url + "/oauth/install"
     details = None
     if isinstance(exc, PipedriveRejected):
@@ -273,7 +299,12 @@ def handle_domain_error(exc: Exception) -> Response:
         log.error("stored token does not decrypt")
     elif isinstance(exc, DomainNotAllowed):
         log.error("stored api_domain is outside the allow-list")
-    return envelope(as_api_error(exc))
+    elif isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        log.error("database unavailable: %s", type(exc).__name__)
+    err = as_api_error(exc)
+    if not _wants_json():
+        return _page(err.status, "Please try again in a moment", err.message)
+    return envelope(err)
 
 
 def handle_page_error(err: PageError):

@@ -28,6 +28,7 @@ class _DropQueries(logging.Filter):
 # request and response headers and the whole WSGI environ included, to use seven of them: for a proxy whose
 # own work per call is a fraction of a millisecond that was a visible share of its CPU.
 _LEAN_ATOMS = frozenset("hmUHsBM")
+_ATOMIC_WRITE = 4096  # PIPE_BUF on Linux: a write this short to a pipe is never split
 _ATOM = re.compile(r"%\((.*?)\)s")
 
 
@@ -55,10 +56,14 @@ class QuerylessLogger(Logger):
             return super().access(resp, req, environ, request_time)
         atoms = self.atoms_wrapper_class(self.atoms(resp, req, environ, request_time))
         line = (self.cfg.access_log_format % atoms + "\n").encode("utf-8", "backslashreplace")
+        if len(line) > _ATOMIC_WRITE:  # could interleave with another writer: take the handler's lock
+            return super().access(resp, req, environ, request_time)
         try:
             stream = self.access_log.handlers[0].stream  # a FileHandler's changes when gunicorn reopens it
             stream.flush()
-            os.write(stream.fileno(), line)
+            fd = stream.fileno()
+            while line:
+                line = line[os.write(fd, line) :]
         except (OSError, ValueError, IndexError):
             self.error("could not write the access log line")
 

@@ -108,6 +108,8 @@ def test_a_format_with_other_atoms_gets_gunicorns_own_path(tmp_path):
         ("sqlite:////srv/pd_app.sqlite3", None, "gthread"),
         ("postgresql://app@db/pd_app", None, "gevent"),
         ("postgres://app@db/pd_app", None, "gevent"),
+        ("postgresql+psycopg://app@db/pd_app", None, "gevent"),
+        ("postgresql+psycopg2://app@db/pd_app", None, "gthread"),  # psycopg2 would block a gevent worker
         ("postgresql://app@db/pd_app", "gthread", "gthread"),
     ],
 )

@@ -219,7 +219,7 @@ def test_a_cookie_set_by_one_call_is_never_sent_on_the_next(fake_app, fake):
 
 def test_one_pool_per_company_host(app):
     pool = app.extensions["pd_client"].pool
-    assert pool.pools._maxsize == 1000 and pool.connection_pool_kw["maxsize"] == 64
+    assert pool.pools._maxsize == 1000 and pool.connection_pool_kw["maxsize"] == 256
 
 
 def _connection_error(reason: Exception) -> requests.ConnectionError:

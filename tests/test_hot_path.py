@@ -4,6 +4,7 @@ deterministically (the timings themselves live in bench/)."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -277,3 +278,97 @@ def test_memory_what_a_process_loads_only_when_it_needs_it(clean_db, upstream):
     assert not {"requests", "authlib", "alembic", "redis"} & worker, sorted(
         {"requests", "authlib", "alembic", "redis"} & worker
     )
+
+
+def test_a_dropped_database_connection_is_retried_once(served, upstream, monkeypatch):
+    """After a database restart the pooled connection fails once: the read is sent again, not failed."""
+    from sqlalchemy.exc import OperationalError
+
+    from pd_app import auth
+
+    app, key = served
+    real_fetch_calls: list[int] = []
+    real_connect = auth.db.read_connection
+
+    def flaky_connection():  # the first checkout hands out a connection the server has dropped
+        conn = real_connect()
+        if not real_fetch_calls:
+            real_fetch_calls.append(1)
+            conn.invalidate()  # what SQLAlchemy does when it sees the disconnect
+            err = OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+            err.connection_invalidated = True
+            conn.close()
+            raise err
+        return conn
+
+    monkeypatch.setattr(auth.db, "read_connection", flaky_connection)
+    resp = app.test_client().get(FIND, headers={"x-api-token": key})
+    assert resp.status_code == 200 and real_fetch_calls == [1]
+
+
+def test_a_database_that_does_not_answer_is_a_503_not_a_500(served, upstream, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from pd_app import auth
+
+    app, key = served
+
+    def down():
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(auth.db, "read_connection", down)
+    resp = app.test_client().get(FIND, headers={"x-api-token": key})
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+    body = resp.get_json()
+    assert body["code"] == "upstream_unavailable" and "database" in body["error"]
+    assert upstream.client_ports == []
+
+
+class RecordingProxy:
+    """A forwarding HTTP proxy on 127.0.0.1: answers for the upstream itself and keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None]] = []
+        seen = self.seen
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                seen.append((self.path, self.headers.get("Proxy-Authorization")))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(GOALS)))
+                self.end_headers()
+                self.wfile.write(GOALS)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_port
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_an_egress_proxy_gets_the_absolute_url_and_its_credentials(clean_db, upstream, monkeypatch):
+    proxy = RecordingProxy()
+    monkeypatch.setenv("HTTP_PROXY", f"http://egress:s%40cret@127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    app, key = _serve(clean_db, upstream)
+    try:
+        resp = app.test_client().get(FIND + "?is_active=true", headers={"x-api-token": key})
+        assert resp.status_code == 200
+        path, credentials = proxy.seen[0]
+        assert path == f"{upstream.url}/api/v1/goals/find?is_active=true"
+        assert credentials == "Basic " + base64.b64encode(b"egress:s@cret").decode()
+        assert upstream.client_ports == []  # the proxy answered; nothing went around it
+    finally:
+        proxy.stop()
+        app.extensions["pd_client"].close()
+        app.extensions["pd_db"]["engine"].dispose()

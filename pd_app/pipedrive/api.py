@@ -14,7 +14,7 @@ import threading
 import urllib.request
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import urllib3
 import urllib3.exceptions
@@ -186,18 +186,28 @@ class UpstreamResponse:
         return _retry_after(self.headers)
 
 
+def _proxy_manager(url: str, pool_args: dict[str, Any]) -> urllib3.PoolManager:
+    parts = urlsplit(url)
+    headers = None
+    if parts.username is not None:
+        credentials = unquote(parts.username) + ":" + unquote(parts.password or "")
+        headers = urllib3.make_headers(proxy_basic_auth=credentials)
+    return urllib3.ProxyManager(url, proxy_headers=headers, **pool_args)
+
+
 def parse_rate_limit(headers: Any) -> dict[str, int]:
     figures = {}
     for name in RATE_LIMIT_HEADERS:
         value = headers.get(name)
-        if value is not None and value.strip().lstrip("-").isdigit():
+        text = value.strip().lstrip("-") if value is not None else ""
+        if text.isascii() and text.isdigit() and len(text) <= 12:
             figures[name.removeprefix("x-")] = int(value)
     return figures
 
 
 def _retry_after(headers: Any) -> int | None:
     value = (headers.get("retry-after") or "").strip()
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else None
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -243,13 +253,15 @@ class PipedriveClient:
         # Proxy settings (HTTPS_PROXY, ...) are read once, here, never per call.
         proxies = {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
         self._proxies = self.proxies = proxies
-        # Room for 1000 company hosts, 64 kept-alive connections each (a gunicorn worker's threads). No
-        # retries and no redirects: both are decisions of the proxy, never of the transport.
-        pool_args: dict[str, Any] = {"num_pools": 1000, "maxsize": 64, "retries": False, "block": False}
-        proxy = proxies.get("https") or proxies.get("http")
-        self.pool: urllib3.PoolManager = (
-            urllib3.ProxyManager(proxy, **pool_args) if proxy else urllib3.PoolManager(**pool_args)
-        )
+        # Room for 1000 company hosts and up to 256 kept-alive connections each (64 threads, or a gevent
+        # worker's many connections: beyond that, a connection is used once and closed). No retries and no
+        # redirects: both are decisions of the proxy, never of the transport.
+        pool_args: dict[str, Any] = {"num_pools": 1000, "maxsize": 256, "retries": False, "block": False}
+        self.pool: urllib3.PoolManager = urllib3.PoolManager(**pool_args)
+        # An egress proxy per scheme, as HTTP_PROXY / HTTPS_PROXY say, with its credentials if it has some.
+        self._proxy_managers: dict[str, urllib3.PoolManager] = {
+            scheme: _proxy_manager(url, pool_args) for scheme, url in proxies.items()
+        }
         # api_domain -> its connection pool, so a call skips the manager's URL parsing and pool-key work
         # (about a fifth of urllib3's CPU per call, measured). Only the manager creates pools; this map is
         # bounded below the manager's own limit, so it never holds a pool the manager has closed.
@@ -270,7 +282,10 @@ class PipedriveClient:
         return self._oauth
 
     def close(self) -> None:
+        self._host_pools.clear()
         self.pool.clear()
+        for manager in self._proxy_managers.values():
+            manager.clear()
         if self._oauth is not None:
             self._oauth.close()
 
@@ -299,8 +314,12 @@ class PipedriveClient:
                     if len(self._host_pools) >= self.pool.pools._maxsize // 2:
                         self._host_pools.clear()  # the manager keeps (and later closes) the pools
                     base = api_domain.rstrip("/")
-                    prefix = base if self._proxies else urlsplit(base).path
-                    found = (self.pool.connection_from_url(api_domain), prefix)
+                    scheme = urlsplit(base).scheme
+                    manager = self._proxy_managers.get(scheme, self.pool)
+                    # A forwarding proxy (http) takes the absolute URL; a tunnel (https) the path.
+                    forwarded = manager is not self.pool and scheme == "http"
+                    prefix = base if forwarded else urlsplit(base).path
+                    found = (manager.connection_from_url(api_domain), prefix)
                     self._host_pools[api_domain] = found
         return found
 

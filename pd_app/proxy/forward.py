@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from .. import metrics
-from ..auth import InstallationRef
+from ..auth import InstallationRef, installation_ref
 from ..models import InstallationStatus
 from ..pipedrive import client
 from ..pipedrive.api import (
@@ -82,10 +82,13 @@ def _forward_upstream(
     params: list[tuple[str, str]] | None,
     json_body: Any,
 ) -> tuple[bytes, int]:
-    token = access_token(inst)
+    token, refreshed = access_token(inst)
+    if refreshed:
+        inst = _read_again(inst)
     resp = _send(op, method, inst, path, token, params, json_body)
     if resp.status == 401:
         token = refresh_installation(inst.id, seen_version=inst.version, force=True)
+        inst = _read_again(inst)
         resp = _send(op, method, inst, path, token, params, json_body)
         if resp.status == 401:
             raise PipedriveUnauthorized()
@@ -94,6 +97,14 @@ def _forward_upstream(
     if not _is_json_object(resp.raw):
         raise PipedriveError("Pipedrive answered with a body that is not JSON.")
     return resp.raw, resp.status
+
+
+def _read_again(inst: InstallationRef) -> InstallationRef:
+    """After a refresh: its api_domain and version may have moved."""
+    fresh = installation_ref(inst.id)
+    if fresh is None or fresh.status == InstallationStatus.UNINSTALLED:
+        raise NotInstalled()
+    return fresh
 
 
 def _is_json_object(raw: bytes) -> bool:

@@ -9,6 +9,7 @@ that shows the figures (`/api/v1/app/installation`, `installations list`) flushe
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -47,8 +48,9 @@ class UsageRecorder:
 
     def rate_limit_seen(self, installation_id: int, headers: Any) -> None:
         """Remember the headers of the installation's latest answer from Pipedrive (read at flush time)."""
-        self._rate_limits[installation_id] = headers
-        self._ensure_thread()
+        if "x-ratelimit-remaining" in headers or "x-daily-requests-left" in headers:
+            self._rate_limits[installation_id] = headers
+            self._ensure_thread()
 
     def _ensure_thread(self) -> None:
         # Started on first use in each process (a gunicorn worker forks after the app is built).
@@ -58,6 +60,7 @@ class UsageRecorder:
             if self._thread_pid == os.getpid():
                 return
             self._thread_pid = os.getpid()
+            atexit.register(self.flush)  # a worker that exits writes what it noted since the last flush
             threading.Thread(
                 target=_flush_loop, args=(weakref.ref(self), self._stop, self.every_s), daemon=True
             ).start()
@@ -74,8 +77,9 @@ class UsageRecorder:
             return
         with self._flushing:
             with self._guard:
-                keys, self._keys = self._keys, {}
-                figures, self._rate_limits = self._rate_limits, {}
+                # Copies: a request thread may still write to the dict it fetched just before the swap.
+                keys, self._keys = dict(self._keys), {}
+                figures, self._rate_limits = dict(self._rate_limits), {}
             if not keys and not figures:
                 return
             try:

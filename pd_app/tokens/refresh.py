@@ -73,16 +73,17 @@ def _needs_refresh(inst: Installation, margin_s: int) -> bool:
     return _due(inst.access_token_expires_at, margin_s)
 
 
-def access_token(ref: InstallationRef) -> str:
+def access_token(ref: InstallationRef) -> tuple[str, bool]:
     """The hot path's token: the installation's access token, from memory once decrypted, refreshed first
-    (single-flight) when it is within the margin of expiry."""
+    (single-flight) when it is within the margin of expiry. The flag says it was refreshed: the caller's
+    copy of the row (api_domain, version) is then stale."""
     if ref.status == InstallationStatus.UNINSTALLED or not ref.has_refresh_token:
         raise NotInstalled()
     if ref.status == InstallationStatus.REAUTH_REQUIRED:
         raise ReauthRequired()
     if _due(ref.access_token_expires_at, current_app.config["SETTINGS"].refresh_margin_s):
-        return refresh_installation(ref.id, seen_version=ref.version)
-    return cipher().decrypt_memo(ref, "access_token", ref.access_token_enc)
+        return refresh_installation(ref.id, seen_version=ref.version), True
+    return cipher().decrypt_memo(ref, "access_token", ref.access_token_enc), False
 
 
 def refresh(session: Session, inst: Installation, *, seen_version: int, force: bool = False) -> str:
