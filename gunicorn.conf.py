@@ -4,10 +4,10 @@ A proxied request spends almost all its time waiting on Pipedrive (100-300 ms), 
 keeps many requests in flight. The worker model was chosen by measurement (bench/RESULTS.md, "Worker models"):
 - 2 workers, not 4: the same rate at 200 in flight on 2 cores, in about 230 MB instead of 410 MB (each worker
   holds its own copy of the app). WEB_CONCURRENCY changes it.
-- On PostgreSQL, `gevent` (1000 connections a worker): no GIL contention between 64 threads, so 0.39-0.55 of
-  the ideal rate at 200 in flight against 0.24-0.27 for threads in the same hour, and less CPU per request. psycopg 3 waits
-  cooperatively under gevent, and gunicorn patches the standard library before the app is imported (the
-  master does not import the app, see pd_app/__init__.py).
+- On PostgreSQL, `gevent` (1000 connections a worker): no GIL contention between 64 threads, so 0.39-0.55
+  of the ideal rate at 200 in flight against 0.24-0.27 for threads in the same hour, and less CPU per
+  request. psycopg 3 waits cooperatively under gevent, and gunicorn patches the standard library before
+  the app is imported (the master does not import the app, see pd_app/__init__.py).
 - On SQLite, `gthread` (GUNICORN_THREADS, default 64): SQLite's busy handler sleeps inside C, so under gevent
   one company's refresh (which holds the write lock while Pipedrive's token endpoint answers) would stop every
   other request of the worker until the 30 s busy timeout; threads wait on their own
