@@ -372,3 +372,23 @@ def test_an_egress_proxy_gets_the_absolute_url_and_its_credentials(clean_db, ups
         proxy.stop()
         app.extensions["pd_client"].close()
         app.extensions["pd_db"]["engine"].dispose()
+
+
+def test_the_token_memo_holds_one_token_per_installation_and_follows_the_row(served, upstream):
+    """A new ciphertext (a refresh) replaces the remembered token; a ciphertext presented by another row
+    identity is decrypted (and refused) again rather than served from memory."""
+    from pd_app.auth import InstallationRef
+    from pd_app.tokens.cipher import TokenDecryptError, cipher
+
+    app, _key = served
+    with app.app_context():
+        c = cipher()
+        row = InstallationRef(1, 1001, 2001, "active", upstream.url, None, True, None, 1, 0)
+        first = c.encrypt(row, "access_token", "first-token")
+        second = c.encrypt(row, "access_token", "second-token")
+        assert c.decrypt_memo(row, "access_token", first) == "first-token"
+        assert c.decrypt_memo(row, "access_token", second) == "second-token"
+        assert [p for _, p in c._memo.values()].count("first-token") == 0
+        other = InstallationRef(2, 1002, 2101, "active", upstream.url, None, True, None, 1, 0)
+        with pytest.raises(TokenDecryptError):
+            c.decrypt_memo(other, "access_token", second)

@@ -23,9 +23,10 @@ class TokenCipher:
         if not keys:
             raise ValueError("at least one Fernet key is required")
         self._fernet = MultiFernet([Fernet(k) for k in keys])
-        # (company, user, field, ciphertext) -> plaintext, for the hot path: an access token is read on every
-        # proxied call and changes only when refreshed, which stores a new ciphertext (a new memo key).
-        self._memo: dict[tuple[int, int, str, str], str] = {}
+        # (company, user, field) -> (ciphertext, plaintext), for the hot path: an access token is read on
+        # every proxied call and changes only when refreshed, which stores a new ciphertext. One entry per row
+        # and field, so a replaced token leaves memory as soon as its successor is first read.
+        self._memo: dict[tuple[int, int, str], tuple[str, str]] = {}
 
     @staticmethod
     def _binding(inst: Any, field: str) -> bytes:
@@ -33,13 +34,14 @@ class TokenCipher:
 
     def decrypt_memo(self, inst: Any, field: str, ciphertext: str | None) -> str:
         """`decrypt`, remembered per row identity and ciphertext (so the binding check still holds)."""
-        memo_key = (inst.company_id, inst.user_id, field, ciphertext or "")
-        plain = self._memo.get(memo_key)
-        if plain is None:
-            plain = self.decrypt(inst, field, ciphertext)
-            if len(self._memo) >= DECRYPTED_MEMO_SIZE:
-                self._memo.clear()
-            self._memo[memo_key] = plain
+        memo_key = (inst.company_id, inst.user_id, field)
+        hit = self._memo.get(memo_key)
+        if hit is not None and ciphertext and hmac.compare_digest(hit[0], ciphertext):
+            return hit[1]
+        plain = self.decrypt(inst, field, ciphertext)
+        if len(self._memo) >= DECRYPTED_MEMO_SIZE:
+            self._memo.clear()
+        self._memo[memo_key] = (ciphertext or "", plain)
         return plain
 
     def encrypt(self, inst: Any, field: str, token: str) -> str:
