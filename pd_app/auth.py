@@ -22,7 +22,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from . import db
-from .errors import ApiError
 from .models import CacheGeneration, Installation, InstallationStatus, KeyScope, PartnerKey
 from .proxy.usage import usage
 
@@ -79,14 +78,20 @@ def create_key(
     return row, key
 
 
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(
-        401,
-        "unauthorized",
-        message,
-        "Send one credential: the header `x-api-token: <partner key>`, or "
-        "`Authorization: Bearer <partner key or Pipedrive custom UI JWT>`.",
-    )
+class NotAuthenticated(Exception):
+    """The request carries no credential this app accepts; the message says what was wrong with it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ScopeTooNarrow(Exception):
+    """A read-only credential asked to change something."""
+
+
+def _unauthorized(message: str) -> NotAuthenticated:
+    return NotAuthenticated(message)
 
 
 @dataclass(frozen=True)
@@ -309,9 +314,4 @@ def authenticate() -> tuple[Principal, InstallationRef | None]:
 
 def require_scope(principal: Principal, scope: KeyScope) -> None:
     if scope == KeyScope.FULL and principal.scope != KeyScope.FULL:
-        raise ApiError(
-            403,
-            "forbidden",
-            "This partner key may only read goals.",
-            "Ask the app's operator for a key with scope `full`.",
-        )
+        raise ScopeTooNarrow()

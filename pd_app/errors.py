@@ -10,6 +10,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from .auth import NotAuthenticated, ScopeTooNarrow
 from .pipedrive.api import (
     AccountInactive,
     DomainNotAllowed,
@@ -98,6 +99,19 @@ class Envelope:
 # The one table from domain exception to the contract's envelope. Domain code (tokens, the Pipedrive
 # client, the proxy) raises these; nothing outside this module builds an HTTP error for them.
 DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
+    NotAuthenticated: Envelope(
+        401,
+        "unauthorized",
+        None,
+        "Send one credential: the header `x-api-token: <partner key>`, or "
+        "`Authorization: Bearer <partner key or Pipedrive custom UI JWT>`.",
+    ),
+    ScopeTooNarrow: Envelope(
+        403,
+        "forbidden",
+        "This partner key may only read goals.",
+        "Ask the app's operator for a key with scope `full`.",
+    ),
     NotInstalled: Envelope(
         409,
         "not_installed",
@@ -198,7 +212,7 @@ DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
 def as_api_error(exc: Exception) -> ApiError:
     """The envelope of a domain exception, from `DOMAIN_ERRORS` (the most specific class listed)."""
     spec = next(DOMAIN_ERRORS[cls] for cls in type(exc).__mro__ if cls in DOMAIN_ERRORS)
-    message = getattr(exc, "message", None) if isinstance(exc, UpstreamFailed) else None
+    message = getattr(exc, "message", None) if isinstance(exc, UpstreamFailed | NotAuthenticated) else None
     message = message or spec.message or str(exc)
     install_url = current_app.config["SETTINGS"].public_url + "/oauth/install"
     details = None
@@ -219,11 +233,11 @@ def domain_codes() -> list[str]:
     return sorted({spec.code for spec in DOMAIN_ERRORS.values()})
 
 
-# Errors about the request itself, raised as ApiError by the views and auth.py (and by `handle_unexpected`).
+# Errors about the request's content, raised as ApiError by the views and the notices (and by
+# `handle_unexpected`).
 REQUEST_ERRORS = (
     (400, "validation_failed"),
     (401, "unauthorized"),
-    (403, "forbidden"),
     (415, "unsupported_media_type"),
     (500, "internal_error"),
 )
