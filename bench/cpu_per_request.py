@@ -1,9 +1,9 @@
 """The app's own CPU per proxied read, measured in-process without a server or a load generator in the way.
 
-A keep-alive upstream stand-in runs as a separate process (its CPU is not ours); this process builds the
-app, installs one company, and calls the WSGI application directly, N times in one thread, reading that
-thread's CPU clock around the loop. What remains is what the app spends per call: Flask, the credential, the
-database, validation, the cache, the upstream client and the response. Run:
+The asyncio stand-in (bench/upstream.py) runs as a process of its own (its CPU is not ours); this process
+builds the app, installs one company, and calls the WSGI application directly, N times in one thread,
+reading that thread's CPU clock around the loop. What remains is what the app spends per call: Flask, the
+credential, the database, validation, the cache, the upstream client and the response. Run:
     .venv/bin/python bench/cpu_per_request.py [N] [--cache-hits] [--profile]
 """
 
@@ -14,7 +14,6 @@ import cProfile
 import io
 import logging
 import pstats
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,33 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.fernet import Fernet  # noqa: E402
 
+from bench.proxy_bench import UpstreamProcess  # noqa: E402
 from pd_app import create_app  # noqa: E402
 from pd_app.migrate import upgrade  # noqa: E402
-
-UPSTREAM = r"""
-import asyncio, json, sys
-BODY = json.dumps({"success": True, "data": [{"id": "g%d" % i, "owner_id": 2001, "title": "Goal %d" % i,
-    "type": {"name": "deals_won", "params": {"pipeline_id": [1]}}, "assignee": {"id": 2001, "type": "person"},
-    "interval": "monthly", "duration": {"start": "2026-01-01", "end": None},
-    "expected_outcome": {"target": 50, "tracking_metric": "quantity"}, "is_active": True,
-    "report_ids": []} for i in range(3)], "additional_data": {"pagination": {"start": 0, "limit": 100,
-    "more_items_in_collection": False}}}).encode()
-HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-ratelimit-limit: 80\r\n"
-        b"x-ratelimit-remaining: 79\r\nx-ratelimit-reset: 2\r\nx-daily-requests-left: 9999\r\n"
-        b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n")
-class P(asyncio.Protocol):
-    def connection_made(self, t): self.t, self.buf = t, b""
-    def data_received(self, d):
-        self.buf += d
-        while b"\r\n\r\n" in self.buf:
-            _, self.buf = self.buf.split(b"\r\n\r\n", 1)
-            self.t.write(HEAD + BODY)
-async def main():
-    server = await asyncio.get_running_loop().create_server(P, "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    await server.serve_forever()
-asyncio.run(main())
-"""
 
 
 def main() -> None:
@@ -62,12 +37,12 @@ def main() -> None:
     parser.add_argument("--sort", default="tottime", help="cProfile sort key (tottime, cumulative)")
     args = parser.parse_args()
     logging.getLogger("pd_app").setLevel(logging.WARNING)
-    upstream = subprocess.Popen([sys.executable, "-c", UPSTREAM], stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(upstream.stdout.readline())
-        run(args, f"http://127.0.0.1:{port}")
-    finally:
-        upstream.kill()
+    with tempfile.TemporaryDirectory() as tmp:
+        upstream = UpstreamProcess(Path(tmp) / "upstream.log", max_seconds=600)  # bench/upstream.py
+        try:
+            run(args, upstream.url)
+        finally:
+            upstream.stop()
 
 
 def run(args: argparse.Namespace, upstream: str) -> None:

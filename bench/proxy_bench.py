@@ -54,7 +54,7 @@ from bench.pyspy_summary import markdown as pyspy_markdown  # noqa: E402
 from pd_app.config import normalize_database_url  # noqa: E402
 from pd_app.migrate import upgrade  # noqa: E402
 from pd_app.pipedrive.api import MAX_EXPIRES_IN_S  # noqa: E402
-from tests.procs import HOST, AppDatabase, Proc, children_of, wait_until  # noqa: E402
+from tests.procs import AppDatabase, GunicornProcess, Proc  # noqa: E402
 
 COMPANY, USER = 1001, 2001
 FIND = "/api/v1/goals/find"
@@ -85,9 +85,9 @@ class UpstreamProcess(Proc):
         self.get(f"/_latency?ms={ms:g}")
 
 
-class AppServer(Proc):
-    """`gunicorn app:app -c gunicorn.conf.py`, as the Procfile runs it; the worker class given on the command
-    line (which overrides the config file) only when it is not gunicorn.conf.py's gthread."""
+class AppServer(GunicornProcess):
+    """tests/procs.py's gunicorn, with the worker class always named (gunicorn.conf.py picks one by
+    DATABASE_URL, and the report must say what ran) and every process of the instance to meter."""
 
     def __init__(
         self,
@@ -98,39 +98,18 @@ class AppServer(Proc):
         worker_class: str,
         wsgi_app: str = "app:app",
     ) -> None:
-        env = {
-            **env,
-            "GUNICORN_BIND": f"{HOST}:0",
-            "WEB_CONCURRENCY": str(workers),
-            "GUNICORN_THREADS": str(threads),
-            "PYTHONUNBUFFERED": "1",
-        }
-        argv = [sys.executable, "-m", "gunicorn", wsgi_app, "-c", "gunicorn.conf.py", "--no-control-socket"]
-        # Always named: gunicorn.conf.py picks by DATABASE_URL, and the report must say what ran.
-        argv += ["--worker-class", worker_class]
-        self.argv = argv
-        super().__init__(argv, env, log_path)
-        try:
-            self.url = self.wait_for_output(r"Listening at: (http://[\d.]+:\d+)", 30).group(1)
-            wait_until(self._healthy, 30, 0.1, "GET /healthz")
-            wait_until(lambda: len(children_of(self.pid)) == workers, 30, 0.1, f"{workers} workers")
-        except BaseException as exc:
-            log = self.tail()
-            self.stop()
-            raise AssertionError(f"gunicorn did not come up: {exc}\n{log}") from None
-
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+        super().__init__(
+            log_path,
+            env,
+            workers=workers,
+            threads=threads,
+            worker_class=worker_class,
+            wsgi_app=wsgi_app,
+            start_timeout=30,
+        )
 
     def pids(self) -> set[int]:
-        return children_of(self.pid) | {self.pid}
-
-    def stop(self, signum: int = signal.SIGINT, grace: float = 5.0) -> None:  # gunicorn's quick shutdown
-        super().stop(signum, grace)
+        return self.worker_pids() | {self.pid}
 
 
 def prepare_database(url: str | None, workdir: Path) -> str:

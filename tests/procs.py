@@ -149,9 +149,21 @@ class SandboxProcess(Proc):
 
 
 class GunicornProcess(Proc):
-    """`gunicorn app:app -c gunicorn.conf.py` as the Procfile runs it, bound to a port the OS picks."""
+    """`gunicorn app:app -c gunicorn.conf.py` as the Procfile runs it, bound to a port the OS picks. A worker
+    class, when given, overrides gunicorn.conf.py's choice; `wsgi_app` serves another application (the bench's
+    floor) under the same settings."""
 
-    def __init__(self, log_path: Path, env: Mapping[str, str], *, workers: int, threads: int) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        env: Mapping[str, str],
+        *,
+        workers: int,
+        threads: int,
+        worker_class: str | None = None,
+        wsgi_app: str = "app:app",
+        start_timeout: float = 20,
+    ) -> None:
         env = {
             **env,
             "GUNICORN_BIND": f"{HOST}:0",
@@ -161,13 +173,15 @@ class GunicornProcess(Proc):
         }
         # --no-control-socket: gunicorn's default control socket is one path per user, which two servers
         # at once (tests, a bench, a developer's `make run`) would fight over.
-        argv = [sys.executable, "-m", "gunicorn", "app:app", "-c", "gunicorn.conf.py", "--no-control-socket"]
+        argv = [sys.executable, "-m", "gunicorn", wsgi_app, "-c", "gunicorn.conf.py", "--no-control-socket"]
+        if worker_class:
+            argv += ["--worker-class", worker_class]
         super().__init__(argv, env, log_path)
         self.workers = workers
         try:
-            self.url = self.wait_for_output(r"Listening at: (http://[\d.]+:\d+)", 20).group(1)
-            wait_until(self._healthy, 20, 0.1, "GET /healthz")
-            wait_until(lambda: len(self.worker_pids()) == workers, 20, 0.1, f"{workers} workers")
+            self.url = self.wait_for_output(r"Listening at: (http://[\d.]+:\d+)", start_timeout).group(1)
+            wait_until(self._healthy, start_timeout, 0.1, "GET /healthz")
+            wait_until(lambda: len(self.worker_pids()) == workers, start_timeout, 0.1, f"{workers} workers")
         except BaseException as exc:
             log = self.tail()
             self.stop()
