@@ -77,7 +77,8 @@ class Upstream:
     def __init__(self) -> None:
         self.client_ports: list[int] = []
         self.paths: list[str] = []
-        recorder, paths = self.client_ports, self.paths
+        self.headers: list[dict[str, str]] = []  # lower-cased names
+        recorder, paths, headers = self.client_ports, self.paths, self.headers
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -85,6 +86,7 @@ class Upstream:
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 recorder.append(self.client_address[1])
                 paths.append(self.path)
+                headers.append({k.lower(): v for k, v in self.headers.items()})
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(GOALS)))
@@ -324,48 +326,17 @@ def test_a_database_that_does_not_answer_is_a_503_not_a_500(served, upstream, mo
     assert upstream.client_ports == []
 
 
-class RecordingProxy:
-    """A forwarding HTTP proxy on 127.0.0.1: answers for the upstream itself and keeps what it was sent."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str | None]] = []
-        seen = self.seen
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # noqa: N802
-                seen.append((self.path, self.headers.get("Proxy-Authorization")))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(GOALS)))
-                self.end_headers()
-                self.wfile.write(GOALS)
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_port
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_an_egress_proxy_gets_the_absolute_url_and_its_credentials(clean_db, upstream, monkeypatch):
-    proxy = RecordingProxy()
-    monkeypatch.setenv("HTTP_PROXY", f"http://egress:s%40cret@127.0.0.1:{proxy.port}")
+    proxy = Upstream()  # as a forwarding proxy: it answers for the upstream and keeps what it was sent
+    monkeypatch.setenv("HTTP_PROXY", f"http://egress:s%40cret@{proxy.url.removeprefix('http://')}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     app, key = _serve(clean_db, upstream)
     try:
         resp = app.test_client().get(FIND + "?is_active=true", headers={"x-api-token": key})
         assert resp.status_code == 200
-        path, credentials = proxy.seen[0]
-        assert path == f"{upstream.url}/api/v1/goals/find?is_active=true"
+        assert proxy.paths == [f"{upstream.url}/api/v1/goals/find?is_active=true"]
+        credentials = proxy.headers[0]["proxy-authorization"]
         assert credentials == "Basic " + base64.b64encode(b"egress:s@cret").decode()
         assert upstream.client_ports == []  # the proxy answered; nothing went around it
     finally:
