@@ -90,10 +90,6 @@ class ScopeTooNarrow(Exception):
     """A read-only credential asked to change something."""
 
 
-def _unauthorized(message: str) -> NotAuthenticated:
-    return NotAuthenticated(message)
-
-
 @dataclass(frozen=True)
 class InstallationRef:
     """What the hot path needs of the installation serving a caller, read in the same statement as the
@@ -230,14 +226,14 @@ def _fetch(statement: Select, params: dict[str, Any]) -> Row | None:
 def _from_key(key: str) -> tuple[Principal, InstallationRef | None]:
     prefix, dot, _secret = key.partition(".")
     if not dot or not prefix.startswith(KEY_PREFIX) or len(prefix) > 32:
-        raise _unauthorized("The partner key is not valid.")
+        raise NotAuthenticated("The partner key is not valid.")
     row = _fetch(_BY_KEY, {"prefix": prefix})
     # Compare the hash even when no row matched, so an unknown prefix costs the same time as a bad secret.
     expected = row.key_hash if row is not None else hash_key("")
     if not hmac.compare_digest(expected, hash_key(key)) or row is None:
-        raise _unauthorized("The partner key is not valid.")
+        raise NotAuthenticated("The partner key is not valid.")
     if row.revoked_at is not None:
-        raise _unauthorized("The partner key has been revoked.")
+        raise NotAuthenticated("The partner key has been revoked.")
     usage().key_used(row.key_id)
     principal = Principal(
         CredentialKind.KEY,
@@ -285,7 +281,7 @@ def _from_jwt(token: str) -> tuple[Principal, InstallationRef | None]:
     try:
         company_id, user_id = verify_panel_jwt(token)
     except jwt.InvalidTokenError:
-        raise _unauthorized("The Pipedrive token is not valid or has expired.") from None
+        raise NotAuthenticated("The Pipedrive token is not valid or has expired.") from None
     row = _fetch(_BY_USER, {"company_id": company_id, "user_id": user_id})
     principal = Principal(CredentialKind.JWT, company_id, user_id, KeyScope.FULL)
     return principal, (_ref(row) if row is not None else None)
@@ -297,17 +293,17 @@ def authenticate() -> tuple[Principal, InstallationRef | None]:
     api_token = request.headers.get("x-api-token")
     authorization = request.headers.get("Authorization")
     if api_token is not None and authorization is not None:
-        raise _unauthorized("Send exactly one credential, not both `x-api-token` and `Authorization`.")
+        raise NotAuthenticated("Send exactly one credential, not both `x-api-token` and `Authorization`.")
     if api_token is not None:
         principal, inst = _from_key(api_token.strip())
     elif authorization is not None:
         scheme, _, value = authorization.strip().partition(" ")
         value = value.strip()
         if scheme.lower() != "bearer" or not value:
-            raise _unauthorized("Use `Authorization: Bearer <credential>`.")
+            raise NotAuthenticated("Use `Authorization: Bearer <credential>`.")
         principal, inst = _from_key(value) if value.startswith(KEY_PREFIX) else _from_jwt(value)
     else:
-        raise _unauthorized("No credential was sent.")
+        raise NotAuthenticated("No credential was sent.")
     g.principal = principal
     return principal, inst
 

@@ -98,6 +98,19 @@ class Envelope:
 
 # The one table from domain exception to the contract's envelope. Domain code (tokens, the Pipedrive
 # client, the proxy) raises these; nothing outside this module builds an HTTP error for them.
+_REAUTH = Envelope(
+    401,
+    "reauth_required",
+    "Pipedrive no longer accepts this installation's authorization.",
+    "The user must install the app again: {install_url}",
+)
+_DATABASE_DOWN = Envelope(
+    503,
+    "upstream_unavailable",
+    "The app's database is not answering right now.",
+    "Retry later; nothing was sent to Pipedrive.",
+    retry_after=5,
+)
 DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
     NotAuthenticated: Envelope(
         401,
@@ -118,18 +131,8 @@ DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
         "The app is not installed for this Pipedrive user or company.",
         "A Pipedrive user of the company must install the app: {install_url}",
     ),
-    ReauthRequired: Envelope(
-        401,
-        "reauth_required",
-        "Pipedrive no longer accepts this installation's authorization.",
-        "The user must install the app again: {install_url}",
-    ),
-    PipedriveUnauthorized: Envelope(
-        401,
-        "reauth_required",
-        "Pipedrive no longer accepts this installation's authorization.",
-        "The user must install the app again: {install_url}",
-    ),
+    ReauthRequired: _REAUTH,
+    PipedriveUnauthorized: _REAUTH,  # a 401 even after a refresh
     TokenServiceUnavailable: Envelope(
         503,
         "upstream_unavailable",
@@ -185,20 +188,8 @@ DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
     ),
     PipedriveError: Envelope(502, "upstream_error", None, "Retry later."),
     # The app's own database: down, restarting, or every pooled connection busy.
-    OperationalError: Envelope(
-        503,
-        "upstream_unavailable",
-        "The app's database is not answering right now.",
-        "Retry later; nothing was sent to Pipedrive.",
-        retry_after=5,
-    ),
-    InterfaceError: Envelope(
-        503,
-        "upstream_unavailable",
-        "The app's database is not answering right now.",
-        "Retry later; nothing was sent to Pipedrive.",
-        retry_after=5,
-    ),
+    OperationalError: _DATABASE_DOWN,
+    InterfaceError: _DATABASE_DOWN,
     PoolTimeout: Envelope(
         503,
         "upstream_unavailable",

@@ -363,3 +363,29 @@ def test_the_token_memo_holds_one_token_per_installation_and_follows_the_row(ser
         other = InstallationRef(2, 1002, 2101, "active", upstream.url, None, True, None, 1, 0)
         with pytest.raises(TokenDecryptError):
             c.decrypt_memo(other, "access_token", second)
+
+
+def test_what_a_read_notes_in_memory_reaches_the_database(served, upstream):
+    """Key last-use and Pipedrive's rate-limit figures: nothing written by the read, both stored by the
+    process's flush thread on its own."""
+    from sqlalchemy import select
+
+    from pd_app.models import Installation, PartnerKey
+
+    app, key = served
+    recorder = app.extensions["pd_usage"]
+    recorder.every_s = 0.05  # the thread, started by the first note, wakes this often
+    assert app.test_client().get(FIND, headers={"x-api-token": key}).status_code == 200
+
+    def stored() -> tuple:
+        with app.extensions["pd_db"]["engine"].connect() as conn:
+            used = conn.scalar(select(PartnerKey.last_used_at))
+            figures = conn.scalar(select(Installation.rate_limit))
+        return used, figures
+
+    deadline = time.monotonic() + 5
+    while stored()[0] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    used, figures = stored()
+    assert used is not None
+    assert figures["ratelimit-remaining"] == 79 and not recorder.pending()

@@ -252,7 +252,7 @@ class PipedriveClient:
         self._allowed: dict[str, bool] = {}
         # Proxy settings (HTTPS_PROXY, ...) are read once, here, never per call.
         proxies = {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
-        self._proxies = self.proxies = proxies
+        self.proxies = proxies
         # Room for 1000 company hosts and up to 256 kept-alive connections each (64 threads, or a gevent
         # worker's many connections: beyond that, a connection is used once and closed). No retries and no
         # redirects: both are decisions of the proxy, never of the transport.

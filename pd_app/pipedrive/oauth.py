@@ -39,7 +39,6 @@ def check_token_response(resp: requests.Response) -> requests.Response:
 class OAuthClient:
     def __init__(self, owner: PipedriveClient) -> None:
         self._owner = owner
-        self._proxies = owner.proxies
         # The token endpoint's connections, shared by the short-lived sessions below.
         self._adapter = HTTPAdapter(pool_connections=10, pool_maxsize=64, max_retries=0)
 
@@ -61,7 +60,7 @@ class OAuthClient:
         session.register_compliance_hook("refresh_token_response", check_token_response)
         # Proxy settings were read once, at start.
         session.trust_env = False
-        session.proxies.update(self._proxies)
+        session.proxies.update(self._owner.proxies)
         return session
 
     @property

@@ -38,7 +38,8 @@ class UsageRecorder:
         self._rate_limits: dict[int, Any] = {}
         self._guard = threading.Lock()
         self._flushing = threading.Lock()
-        self._thread_pid: int | None = None
+        self._started = False
+        self._hooks_registered = False
         self._stop = threading.Event()
 
     # -- on the request path: memory only ----------------------------------------------------------------
@@ -53,17 +54,20 @@ class UsageRecorder:
             self._ensure_thread()
 
     def _ensure_thread(self) -> None:
-        # Started on first use in each process (a gunicorn worker forks after the app is built).
-        if self._thread_pid == os.getpid():
+        # Started on first use, not at app creation; a process forked after that starts its own (the
+        # fork hook below), so the request path checks one attribute, not the process id.
+        if self._started:
             return
         with self._guard:
-            if self._thread_pid == os.getpid():
+            if self._started:
                 return
-            self._thread_pid = os.getpid()
-            atexit.register(self.flush)  # a worker that exits writes what it noted since the last flush
-            threading.Thread(
-                target=_flush_loop, args=(weakref.ref(self), self._stop, self.every_s), daemon=True
-            ).start()
+            self._started = True
+            me = weakref.ref(self)
+            if not self._hooks_registered:
+                self._hooks_registered = True
+                atexit.register(_flush_if_alive, me)  # a worker that exits writes what it noted
+                os.register_at_fork(after_in_child=lambda: _forked(me))
+            threading.Thread(target=_flush_loop, args=(me, self._stop, self.every_s), daemon=True).start()
 
     # -- off the request path ----------------------------------------------------------------------------
     def pending(self) -> bool:
@@ -101,6 +105,20 @@ class UsageRecorder:
 
     def close(self) -> None:
         self._stop.set()
+
+
+def _flush_if_alive(ref: weakref.ref[UsageRecorder]) -> None:
+    recorder = ref()
+    if recorder is not None:
+        recorder.flush()
+
+
+def _forked(ref: weakref.ref[UsageRecorder]) -> None:
+    recorder = ref()
+    if recorder is not None:  # the flush thread did not come along: the next note starts one here
+        recorder._started = False
+        recorder._guard = threading.Lock()
+        recorder._flushing = threading.Lock()
 
 
 def _flush_loop(ref: weakref.ref[UsageRecorder], stop: threading.Event, every_s: float) -> None:
