@@ -43,12 +43,12 @@ def forward(
     *,
     params: list[tuple[str, str]] | None = None,
     json_body: Any = None,
-) -> tuple[bytes, int, bool]:
-    """Send one request upstream; on a 401 refresh once and retry once. Returns (body, status, cache hit).
+) -> tuple[bytes, int]:
+    """Send one request upstream; on a 401 refresh once and retry once. Returns (body, status).
 
     Reads (GET) may be answered from the goals cache; every write invalidates the company's cached reads.
     """
-    if inst is None or inst.status == InstallationStatus.UNINSTALLED:
+    if inst is None:  # auth.py's statements never return an uninstalled row
         raise NotInstalled()
     cache = goals_cache()
     if method == "GET":
@@ -59,17 +59,16 @@ def forward(
             hit = _cache_call(cache.get, cache_key)
             if hit is not None:
                 metrics.cache_hit(op)
-                return hit, 200, True
+                return hit, 200
         body, status = _forward_upstream(inst, op, method, path, params, None)
         if cache_key is not None and status == 200:
             _cache_call(cache.put, cache_key, body)
-        return body, status, False
+        return body, status
     # A write invalidates the company's cached reads before it goes out and again once it has an outcome of
     # any kind: a read racing the write, or a write that timed out but happened, must not stay cached.
     _cache_call(cache.invalidate, inst.company_id)
     try:
-        body, status = _forward_upstream(inst, op, method, path, params, json_body)
-        return body, status, False
+        return _forward_upstream(inst, op, method, path, params, json_body)
     finally:
         _cache_call(cache.invalidate, inst.company_id)
 

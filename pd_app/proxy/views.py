@@ -60,8 +60,8 @@ def _caller(scope: KeyScope) -> tuple[Principal, InstallationRef | None]:
     return principal, inst
 
 
-def _proxied(result: tuple[bytes, int, bool]) -> Response:
-    body, status, _hit = result
+def _proxied(result: tuple[bytes, int]) -> Response:
+    body, status = result
     return Response(body, status, content_type="application/json")
 
 
