@@ -69,10 +69,6 @@ def _due(expires: datetime | None, margin_s: int) -> bool:
     return expires is None or expires - utcnow() <= timedelta(seconds=margin_s)
 
 
-def _needs_refresh(inst: Installation, margin_s: int) -> bool:
-    return _due(inst.access_token_expires_at, margin_s)
-
-
 def access_token(ref: InstallationRef) -> tuple[str, bool]:
     """The hot path's token: the installation's access token, from memory once decrypted, refreshed first
     (single-flight) when it is within the margin of expiry. The flag says it was refreshed: the caller's
@@ -129,7 +125,7 @@ def refresh_installation(installation_id: int, *, seen_version: int, force: bool
             if force:
                 fresh = row.version != seen_version
             else:
-                fresh = not _needs_refresh(row, settings.refresh_margin_s)
+                fresh = not _due(row.access_token_expires_at, settings.refresh_margin_s)
             if fresh:
                 token = cipher().decrypt(row, "access_token", row.access_token_enc)
             else:
