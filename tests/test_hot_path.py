@@ -13,18 +13,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jwt
 import pytest
 from cryptography.fernet import MultiFernet
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, update
 
 from pd_app import create_app
 from pd_app.auth import create_key
 from pd_app.db import get_session
 from pd_app.install.identity import Identity
+from pd_app.models import Installation, utcnow
 from pd_app.tokens.store import save_grant
 
 from .conftest import app_environ
@@ -119,7 +121,8 @@ def upstream() -> Iterator[Upstream]:
 def _serve(clean_db: str, upstream: Upstream, api_path: str = "", **env: str):
     """An app whose one installation (company 1001, user 2001) lives at the stand-in; returns (app, key)."""
     api_domain = upstream.url + api_path
-    app = create_app(environ=app_environ(clean_db, api_domain, PIPEDRIVE_JWT_SECRET=JWT_SECRET, **env))
+    env = {"PIPEDRIVE_JWT_SECRET": JWT_SECRET, **env}
+    app = create_app(environ=app_environ(clean_db, api_domain, **env))
     token = {
         "access_token": "a" * 40,
         "refresh_token": "r" * 40,
@@ -389,3 +392,28 @@ def test_what_a_read_notes_in_memory_reaches_the_database(served, upstream):
     used, figures = stored()
     assert used is not None
     assert figures["ratelimit-remaining"] == 79 and not recorder.pending()
+
+
+def test_after_a_refresh_the_call_goes_where_the_new_grant_says(clean_db, upstream):
+    """A refresh may move the installation to another api_domain (and always bumps its version): the call
+    that triggered it must use the row as it is now, not the copy read before."""
+    moved = Upstream()
+    allowed = f"{upstream.url},{moved.url}"
+    app, key = _serve(clean_db, upstream, PIPEDRIVE_API_DOMAINS=allowed)
+    with app.extensions["pd_db"]["engine"].begin() as conn:  # the access token is due for a refresh
+        conn.execute(update(Installation).values(access_token_expires_at=utcnow() - timedelta(seconds=5)))
+    pd_client = app.extensions["pd_client"]
+    pd_client.refresh = lambda _refresh_token: {
+        "access_token": "b" * 40,
+        "refresh_token": "s" * 40,
+        "api_domain": moved.url,
+        "expires_in": 3600,
+    }
+    try:
+        assert app.test_client().get(FIND, headers={"x-api-token": key}).status_code == 200
+        assert upstream.paths == [] and len(moved.paths) == 1
+        assert moved.headers[0]["authorization"] == "Bearer " + "b" * 40
+    finally:
+        moved.stop()
+        pd_client.close()
+        app.extensions["pd_db"]["engine"].dispose()
