@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
+    ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -106,6 +109,8 @@ class Installation(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     last_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     refresh_token_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set from Pipedrive's 429 (Retry-After / x-ratelimit-reset): until then the proxy answers 429 itself.
+    throttled_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __mapper_args__ = {"version_id_col": version}
 
@@ -126,6 +131,9 @@ class PartnerKey(Base):
     name: Mapped[str] = mapped_column(String(200))
     company_id: Mapped[int] = mapped_column(BigInteger, index=True)
     user_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The one installation whose token serves this key: set when the key is created, changed only by an
+    # operator (`keys rebind`), never by itself.
+    installation_id: Mapped[int | None] = mapped_column(ForeignKey("installations.id"))
     scope: Mapped[str] = mapped_column(String(8), default=KeyScope.FULL)
     origins: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -161,3 +169,39 @@ class CacheGeneration(Base):
 
     company_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class BudgetDay(Base):
+    """A company's Pipedrive token spending on one UTC day (see proxy/budget.py).
+
+    `reserved` is what processes have claimed (spent or about to be), checked against the cap when claimed;
+    `spent` is what calls actually cost, settled by each process's flush."""
+
+    __tablename__ = "budget_days"
+
+    company_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    reserved: Mapped[int] = mapped_column(BigInteger, default=0)
+    spent: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class IdempotencyState(StrEnum):
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+
+
+class IdempotencyRecord(Base):
+    """An `Idempotency-Key` seen from one credential, and the first answer to it (kept 24 h)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (CheckConstraint(_one_of("state", IdempotencyState), name="state"),)
+
+    credential: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=IdempotencyState.IN_PROGRESS)
+    status: Mapped[int | None] = mapped_column(Integer)
+    headers: Mapped[dict | None] = mapped_column(JSON)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    locked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
