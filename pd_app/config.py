@@ -40,6 +40,9 @@ class Settings:
     jwt_secret: str = ""
     sandbox: bool = False
     goals_cache_ttl: int = 30
+    key_rate_limit: str = "600/minute"
+    company_daily_token_cap: int = 10000
+    upstream_retries: int = 2
     # Not environment variables: knobs the code and tests set.
     upstream_timeout: float = 10.0
     token_timeout: float = 10.0
@@ -73,6 +76,21 @@ def _int(name: str, value: str | None, default: int) -> int:
     if number < 0:
         raise ConfigError(f"{name} must not be negative, got {number}.")
     return number
+
+
+def _rate_limit(value: str | None) -> str:
+    """KEY_RATE_LIMIT in Flask-Limiter's notation (`10/second;600/minute`), checked here so that a typo is one
+    readable line at start, not an error on the first request."""
+    from limits import parse_many
+
+    value = (value or "").strip() or "600/minute"
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"KEY_RATE_LIMIT must be limits like `600/minute` or `10/second;600/minute`, got {value!r}."
+        ) from None
+    return value
 
 
 def normalize_database_url(url: str) -> str:
@@ -148,6 +166,11 @@ def load_settings(
         jwt_secret=jwt_secret,
         sandbox=sandbox,
         goals_cache_ttl=_int("GOALS_CACHE_TTL", environ.get("GOALS_CACHE_TTL"), 30),
+        key_rate_limit=_rate_limit(environ.get("KEY_RATE_LIMIT")),
+        company_daily_token_cap=_int(
+            "COMPANY_DAILY_TOKEN_CAP", environ.get("COMPANY_DAILY_TOKEN_CAP"), 10000
+        ),
+        upstream_retries=_int("UPSTREAM_RETRIES", environ.get("UPSTREAM_RETRIES"), 2),
     )
     if overrides:
         settings = replace(settings, **overrides)  # type: ignore[arg-type]
