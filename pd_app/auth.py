@@ -105,6 +105,7 @@ class InstallationRef:
     access_token_expires_at: Any
     version: int
     generation: int  # the company's goals-cache generation (database-backed cache)
+    throttled_until: Any = None  # Pipedrive's 429 holds until then (proxy/throttle.py)
 
 
 _inst = Installation.__table__
@@ -121,6 +122,7 @@ _INSTALLATION_COLUMNS = (
     _inst.c.access_token_expires_at,
     _inst.c.version,
     _gen.c.generation,
+    _inst.c.throttled_until,
 )
 
 
@@ -207,6 +209,7 @@ def _ref(row: Row) -> InstallationRef | None:
         row.access_token_expires_at,
         row.version,
         row.generation or 0,
+        row.throttled_until,
     )
 
 

@@ -24,6 +24,9 @@ from .pipedrive.api import (
     PipedriveUnavailable,
     UpstreamFailed,
 )
+from .proxy.budget import BudgetExhausted
+from .proxy.keylimit import KeyRateLimited
+from .proxy.throttle import InstallationThrottled
 from .tokens.cipher import TokenDecryptError
 from .tokens.refresh import TokenServiceUnavailable
 from .tokens.store import NotInstalled, ReauthRequired
@@ -177,6 +180,26 @@ DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
         "Retry after the number of seconds in Retry-After.",
         retry_after=2,
     ),
+    InstallationThrottled: Envelope(
+        429,
+        "rate_limited",
+        "Pipedrive asked this app to slow down for this installation.",
+        "Retry after the number of seconds in Retry-After; nothing was sent to Pipedrive.",
+        retry_after=2,
+    ),
+    KeyRateLimited: Envelope(
+        429,
+        "rate_limited",
+        "This credential's own request limit was reached.",
+        "Retry after the number of seconds in Retry-After; nothing was sent to Pipedrive.",
+        retry_after=1,
+    ),
+    BudgetExhausted: Envelope(
+        429,
+        "budget_exhausted",
+        "The company has spent today's Pipedrive budget for this app (COMPANY_DAILY_TOKEN_CAP).",
+        "It resets at midnight UTC, in the number of seconds in Retry-After; nothing was sent to Pipedrive.",
+    ),
     PipedriveUnavailable: Envelope(
         503, "upstream_unavailable", "Pipedrive is unavailable (maintenance).", "Retry later.", retry_after=5
     ),
@@ -203,7 +226,8 @@ DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
 def as_api_error(exc: Exception) -> ApiError:
     """The envelope of a domain exception, from `DOMAIN_ERRORS` (the most specific class listed)."""
     spec = next(DOMAIN_ERRORS[cls] for cls in type(exc).__mro__ if cls in DOMAIN_ERRORS)
-    message = getattr(exc, "message", None) if isinstance(exc, UpstreamFailed | NotAuthenticated) else None
+    own_message = UpstreamFailed | NotAuthenticated | KeyRateLimited | InstallationThrottled
+    message = getattr(exc, "message", None) if isinstance(exc, own_message) else None
     message = message or spec.message or str(exc)
     install_url = current_app.config["SETTINGS"].public_url + "/oauth/install"
     details = None

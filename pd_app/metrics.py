@@ -67,6 +67,18 @@ class Metrics:
             ["op"],
             registry=registry,
         )
+        self.tokens = Counter(
+            "pd_app_pipedrive_tokens_total",
+            "Pipedrive API tokens charged to the companies' daily budgets, by operation",
+            ["op"],
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "pd_app_refusals_total",
+            "Requests the app refused itself, sending nothing to Pipedrive, by reason",
+            ["reason"],
+            registry=registry,
+        )
         # Label children by label tuple: a dict lookup instead of `.labels()` (which validates, stringifies
         # and takes a lock) on every request. Every key is from a closed set (endpoints, KNOWN_METHODS,
         # the status codes the app answers with, the ops and outcomes in the code), so these stay small.
@@ -74,6 +86,8 @@ class Metrics:
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._upstream_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._cache_hit_children: dict[str, Counter] = {}
+        self._token_children: dict[str, Counter] = {}
+        self._refusal_children: dict[str, Counter] = {}
 
     def request_children(self, endpoint: str, method: str, status: int) -> tuple[Counter, Histogram]:
         key = (endpoint, method, status)
@@ -124,6 +138,22 @@ def upstream(op: str, outcome: str, seconds: float) -> None:
     calls, latency = current_app.extensions["pd_metrics"].upstream_children(op, outcome)
     calls.inc()
     latency.observe(seconds)
+
+
+def tokens_spent(op: str, tokens: int) -> None:
+    m: Metrics = current_app.extensions["pd_metrics"]
+    child = m._token_children.get(op)
+    if child is None:
+        child = m._token_children[op] = m.tokens.labels(op)
+    child.inc(tokens)
+
+
+def refused(reason: str) -> None:
+    m: Metrics = current_app.extensions["pd_metrics"]
+    child = m._refusal_children.get(reason)
+    if child is None:
+        child = m._refusal_children[reason] = m.refusals.labels(reason)
+    child.inc()
 
 
 def cache_hit(op: str) -> None:

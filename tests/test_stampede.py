@@ -108,12 +108,15 @@ def fire(url: str, key: str, n: int, timeout: float = 20.0) -> list[Outcome]:
     """n concurrent GET /api/v1/goals/find, released together by a barrier, each on its own connection."""
     barrier = threading.Barrier(n)
 
-    def one(_: int) -> Outcome:
+    def one(i: int) -> Outcome:
         with requests.Session() as http:
             barrier.wait(10)
             started = time.monotonic()
             try:
-                resp = http.get(url + FIND, headers={"x-api-token": key}, timeout=timeout)
+                # A distinct query each: identical concurrent reads would share one upstream call
+                # (proxy/flight.py), and these tests check that every request's own call used a good token.
+                query = f"?title=stampede-{i}"
+                resp = http.get(url + FIND + query, headers={"x-api-token": key}, timeout=timeout)
             except requests.RequestException as exc:
                 return Outcome(None, None, started, time.monotonic(), repr(exc))
             body = resp.json() if resp.headers.get("Content-Type", "").startswith("application/json") else {}

@@ -28,7 +28,12 @@ _ERROR_DOCS = {
     409: ("NotInstalled", "The app is not installed for the credential's company and user."),
     413: ("PayloadTooLarge", "The request body is too large."),
     415: ("UnsupportedMediaType", "The body is not `application/json`."),
-    429: ("RateLimited", "Too many requests: wait `Retry-After` seconds."),
+    429: (
+        "RateLimited",
+        "Over the credential's own limit or held back by Pipedrive's throttle (`rate_limited`), or the "
+        "company's daily budget is spent (`budget_exhausted`): wait `Retry-After` seconds. Nothing was sent "
+        "to Pipedrive.",
+    ),
     500: ("InternalError", "pd_app failed unexpectedly."),
     502: (
         "UpstreamError",

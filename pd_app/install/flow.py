@@ -23,6 +23,7 @@ from ..pipedrive.api import (
     TokenResponseMalformed,
     UpstreamUnreachable,
 )
+from ..proxy.budget import ledger
 from ..tokens.store import check_token_response, save_grant
 from . import bp
 from .identity import identity_from_users_me
@@ -122,6 +123,8 @@ def _finish_install(code: str) -> Installation:
         raise _restart(
             "Pipedrive did not tell who you are", "Nothing was stored. Please try again.", 502
         ) from None
+    # Charged once the company is known from the answer: an install is never refused for the budget.
+    ledger().record(identity.company_id, "users_me")
     inst = save_grant(get_session(), identity, token)
     audit("installed", company_id=inst.company_id, user_id=inst.user_id, scopes=inst.scopes)
     return inst

@@ -1,6 +1,8 @@
 """The Pipedrive-compatible proxy under /api: its views (`views`), forwarding a request upstream
-(`forward`), the goals read cache (`cache`), CORS for partner keys (`cors`), and the bookkeeping kept off the
-hot path (`usage`)."""
+(`forward`), the goals read cache (`cache`), CORS for partner keys (`cors`), the bookkeeping kept off the
+hot path (`usage`), and the rules that guard each company's Pipedrive budget: per-credential limits
+(`keylimit`), the daily ledger (`budget`), Pipedrive's throttle (`throttle`), one call for identical
+concurrent reads (`flight`)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     # Imported here, not at the top: auth.py (which the views use) notes key use through `usage`.
-    from . import cache, cors, usage, views
+    from . import budget, cache, cors, flight, keylimit, usage, views
 
     usage.init_app(app)
+    budget.init_app(app)
+    keylimit.init_app(app)
+    flight.init_app(app)
     cache.init_app(app)
     cors.init_app(app)
     views.init_app(app)

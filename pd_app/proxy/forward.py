@@ -3,6 +3,10 @@
 A success is passed on as the bytes Pipedrive sent (its envelope untouched, parsed once only to check that it
 is a JSON object). Every failure is a domain exception (pipedrive.py, tokens.py) that errors.py maps to the
 contract's envelope. The steady-state read costs one SQL statement (auth.py), no write, no commit.
+
+The budget rules, in the order they apply (each refusal sends nothing): the installation's throttle after a
+Pipedrive 429 (throttle.py); for reads, the cache, then one upstream call shared by identical concurrent
+reads (flight.py); the company's daily cap, charged per call (budget.py).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import json
 import logging
 import time
 from typing import Any
+
+from flask import g
 
 from .. import metrics
 from ..auth import InstallationRef, installation_ref
@@ -27,7 +33,10 @@ from ..pipedrive.api import (
 )
 from ..tokens.refresh import access_token, refresh_installation
 from ..tokens.store import NotInstalled
+from . import throttle
+from .budget import ledger
 from .cache import goals_cache
+from .flight import flights
 from .usage import usage
 
 log = logging.getLogger(__name__)
@@ -43,25 +52,37 @@ def forward(
     *,
     params: list[tuple[str, str]] | None = None,
     json_body: Any = None,
+    use_cache: bool = True,
 ) -> tuple[bytes, int]:
     """Send one request upstream; on a 401 refresh once and retry once. Returns (body, status).
 
-    Reads (GET) may be answered from the goals cache; every write invalidates the company's cached reads.
+    Reads (GET) may be answered from the goals cache (not when `use_cache` is false: the caller sent
+    `Cache-Control: no-cache`); every write invalidates the company's cached reads. `g.pd_cache` tells the
+    view how a read was answered: "hit", "miss", or "shared" (another request's upstream call).
     """
     if inst is None:  # auth.py's statements never return an uninstalled row
         raise NotInstalled()
+    throttle.check(inst.throttled_until)
     cache = goals_cache()
     if method == "GET":
+        g.pd_cache = "miss"
         cache_key = None
-        if cache.enabled and inst.status == InstallationStatus.ACTIVE:
+        if inst.status == InstallationStatus.ACTIVE:
             cache_key = _cache_call(cache.key_for, inst, path, params or [])
-        if cache_key is not None:
+        if cache_key is None:
+            return _forward_upstream(inst, op, method, path, params, None)
+        if cache.enabled and use_cache:
             hit = _cache_call(cache.get, cache_key)
             if hit is not None:
                 metrics.cache_hit(op)
+                g.pd_cache = "hit"
                 return hit, 200
-        body, status = _forward_upstream(inst, op, method, path, params, None)
-        if cache_key is not None and status == 200:
+        (body, status), shared = flights().run(
+            cache_key, lambda: _forward_upstream(inst, op, method, path, params, None)
+        )
+        if shared:
+            g.pd_cache = "shared"
+        elif cache.enabled and status == 200:
             _cache_call(cache.put, cache_key, body)
         return body, status
     # A write invalidates the company's cached reads before it goes out and again once it has an outcome of
@@ -92,6 +113,8 @@ def _forward_upstream(
         if resp.status == 401:
             raise PipedriveUnauthorized()
     usage().rate_limit_seen(inst.id, resp.headers)
+    if resp.status == 429:
+        throttle.record(inst.id, resp)
     raise_for_status(resp, method)
     if not _is_json_object(resp.raw):
         raise PipedriveError("Pipedrive answered with a body that is not JSON.")
@@ -131,6 +154,7 @@ def _send(
     params: list[tuple[str, str]] | None,
     json_body: Any,
 ) -> UpstreamResponse:
+    charge = ledger().charge(inst.company_id, op)  # BudgetExhausted: nothing is sent
     started = time.perf_counter()
     outcome = "refused"
     try:
@@ -139,10 +163,14 @@ def _send(
         return resp
     except UpstreamUnreachable as exc:
         outcome = "unreachable"
+        if not exc.sent:
+            ledger().refund(charge)
         if method != "GET" and exc.sent:
             raise OutcomeUnknown() from None
         raise PipedriveUnavailable(
             "Pipedrive is not reachable right now.", retry_after=UPSTREAM_RETRY_AFTER_S
         ) from None
     finally:
-        metrics.upstream(op, outcome, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        g.pd_upstream_s = g.get("pd_upstream_s", 0.0) + elapsed
+        metrics.upstream(op, outcome, elapsed)

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -41,19 +42,23 @@ class UsageRecorder:
         self._started = False
         self._hooks_registered = False
         self._stop = threading.Event()
+        self._tasks: list[Callable[[], None]] = []  # other flushes on the same thread (the budget ledger)
+
+    def add_task(self, task: Callable[[], None]) -> None:
+        self._tasks.append(task)
 
     # -- on the request path: memory only ----------------------------------------------------------------
     def key_used(self, key_id: int) -> None:
         self._keys[key_id] = utcnow()
-        self._ensure_thread()
+        self.ensure_thread()
 
     def rate_limit_seen(self, installation_id: int, headers: Any) -> None:
         """Remember the headers of the installation's latest answer from Pipedrive (read at flush time)."""
         if "x-ratelimit-remaining" in headers or "x-daily-requests-left" in headers:
             self._rate_limits[installation_id] = headers
-            self._ensure_thread()
+            self.ensure_thread()
 
-    def _ensure_thread(self) -> None:
+    def ensure_thread(self) -> None:
         # Started on first use, not at app creation; a process forked after that starts its own (the
         # fork hook below), so the request path checks one attribute, not the process id.
         if self._started:
@@ -74,11 +79,20 @@ class UsageRecorder:
         return bool(self._keys or self._rate_limits)
 
     def flush(self) -> None:
+        """Write what is pending, then run the other flushes (each keeps what it could not write)."""
+        if self._stop.is_set():
+            return
+        self._flush_usage()
+        for task in self._tasks:
+            try:
+                task()
+            except Exception:  # noqa: BLE001 (a failed flush must never take a worker down)
+                log.warning("a background flush failed", exc_info=True)
+
+    def _flush_usage(self) -> None:
         """Write what is pending, in one transaction; on failure keep nothing (it is bookkeeping)."""
         from ..auth import touch_keys  # auth notes key use here; the write lives with the keys
 
-        if self._stop.is_set():
-            return
         with self._flushing:
             with self._guard:
                 # Copies: a request thread may still write to the dict it fetched just before the swap.
@@ -141,3 +155,7 @@ def init_app(app: Flask) -> None:
 
 def usage() -> UsageRecorder:
     return current_app.extensions["pd_usage"]
+
+
+def usage_of(app: Flask) -> UsageRecorder:
+    return app.extensions["pd_usage"]

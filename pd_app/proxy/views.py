@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import time
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request
 
 from .. import goals
 from ..auth import InstallationRef, Principal, authenticate, require_scope
@@ -12,7 +14,9 @@ from ..db import get_session
 from ..errors import ApiError, invalid, request_json
 from ..models import Installation, KeyScope
 from ..tokens.store import NotInstalled, expires_in_s
+from .budget import ledger
 from .forward import forward
+from .keylimit import key_limits
 from .usage import usage
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -56,6 +60,7 @@ def _json_body() -> object:
 
 def _caller(scope: KeyScope) -> tuple[Principal, InstallationRef | None]:
     principal, inst = authenticate()
+    key_limits().hit(principal)  # KEY_RATE_LIMIT, before anything else is done for the request
     require_scope(principal, scope)
     return principal, inst
 
@@ -65,11 +70,57 @@ def _proxied(result: tuple[bytes, int]) -> Response:
     return Response(body, status, content_type="application/json")
 
 
+def _read(op: str, inst: InstallationRef | None, path: str, params: list[tuple[str, str]]) -> Response:
+    """A proxied read, with its caching headers: X-Cache, a strong ETag of the body, 304 for a matching
+    If-None-Match, and `Cache-Control: private, no-cache` (a shared cache must not keep it; the caller
+    revalidates with the ETag). `Cache-Control: no-cache` on the request skips the app's cache."""
+    use_cache = "no-cache" not in request.headers.get("Cache-Control", "").lower()
+    body, status = forward(inst, op, "GET", path, params=params, use_cache=use_cache)
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": "private, no-cache",
+        "X-Cache": "HIT" if g.get("pd_cache") == "hit" else "MISS",
+    }
+    if status == 200 and _etag_matches(request.headers.get("If-None-Match"), etag):
+        return Response(status=304, headers=headers)
+    return Response(body, status, headers=headers, content_type="application/json")
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    """If-None-Match's weak comparison (RFC 9110 13.1.2): `*`, or any listed tag with or without `W/`."""
+    if not header:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+@bp.after_request
+def _server_timing(response: Response) -> Response:
+    """Where a proxied request's time went: `app` (all of it), `upstream` (Pipedrive, when called) and how
+    the cache answered. On every answer of the Goals endpoints, errors included."""
+    if request.endpoint not in _PROXIED:
+        return response
+    started = g.get("metrics_started")
+    parts = []
+    if started is not None:
+        parts.append(f"app;dur={(time.perf_counter() - started) * 1000:.1f}")
+    upstream_s = g.get("pd_upstream_s")
+    if upstream_s is not None:
+        parts.append(f"upstream;dur={upstream_s * 1000:.1f}")
+    cache = g.get("pd_cache")
+    if cache is not None:
+        parts.append(f'cache;desc="{cache}"')
+    if parts:
+        response.headers["Server-Timing"] = ", ".join(parts)
+    return response
+
+
 @bp.get("/v1/goals/find")
 def find_goals():
     _principal, inst = _caller(KeyScope.READ)
     params = _validated(goals.validate_find, request.args)
-    return _proxied(forward(inst, "find", "GET", "/api/v1/goals/find", params=params))
+    return _read("find", inst, "/api/v1/goals/find", params)
 
 
 @bp.get("/v1/goals/<goal_id>/results")
@@ -77,7 +128,7 @@ def goal_results(goal_id: str):
     _principal, inst = _caller(KeyScope.READ)
     goal_id = _validated(goals.validate_goal_id, goal_id)
     params = _validated(goals.validate_results, goal_id, request.args)
-    return _proxied(forward(inst, "results", "GET", f"/api/v1/goals/{goal_id}/results", params=params))
+    return _read("results", inst, f"/api/v1/goals/{goal_id}/results", params)
 
 
 @bp.post("/v1/goals")
@@ -129,6 +180,8 @@ def show_installation():
                 "installed_at": _iso(inst.installed_at),
                 "last_refreshed_at": _iso(inst.last_refreshed_at),
                 "rate_limit": inst.rate_limit,
+                "throttled_until": _iso(inst.throttled_until),
+                "budget": ledger().spent_today(inst.company_id),
                 "credential": {
                     "kind": principal.kind,
                     "scope": principal.scope,
@@ -137,6 +190,11 @@ def show_installation():
             },
         }
     )
+
+
+_PROXIED = frozenset(
+    f"api.{name}" for name in ("find_goals", "goal_results", "add_goal", "update_goal", "delete_goal")
+)
 
 
 def _iso(value) -> str | None:

@@ -1,0 +1,72 @@
+"""Throttled means throttled: once Pipedrive answers 429 for an installation, the proxy answers 429 itself,
+sending nothing, until Pipedrive's reset.
+
+The reset is stored on the installation (`throttled_until`), so every process on every host reads it with
+the credential, in the hot path's one statement (auth.py): no extra read per request, one write per 429.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, update
+from sqlalchemy.orm import Session
+
+from .. import db, metrics
+from ..models import Installation, utcnow
+from ..pipedrive.api import UpstreamResponse, parse_rate_limit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WAIT_S = 2  # neither header sent: Pipedrive's burst window is 2 s
+MAX_WAIT_S = 24 * 3600
+
+
+class InstallationThrottled(Exception):
+    """Pipedrive's 429 for this installation is still in force."""
+
+    def __init__(self, until: datetime) -> None:
+        super().__init__(f"throttled until {until.isoformat()}")
+        self.until = until
+        self.retry_after = seconds_left(until)
+        self.message = (
+            "Pipedrive asked this app to slow down for this installation; "
+            f"calls resume in {self.retry_after} s."
+        )
+
+
+def seconds_left(until: datetime) -> int:
+    return max(1, int((until - utcnow()).total_seconds() + 0.999))
+
+
+def check(throttled_until: datetime | None) -> None:
+    if throttled_until is not None and throttled_until > utcnow():
+        metrics.refused("throttled")
+        raise InstallationThrottled(throttled_until)
+
+
+def wait_from(resp: UpstreamResponse) -> int:
+    """Seconds until Pipedrive takes calls again: the longer of `Retry-After` and `x-ratelimit-reset` (both
+    optional), else the burst window."""
+    waits = [w for w in (resp.retry_after, parse_rate_limit(resp.headers).get("ratelimit-reset")) if w]
+    return min(max(waits, default=DEFAULT_WAIT_S), MAX_WAIT_S)
+
+
+def record(installation_id: int, resp: UpstreamResponse) -> int:
+    """Store the installation's reset after a 429 (only ever moved later); returns the wait in seconds."""
+    wait = wait_from(resp)
+    until = utcnow() + timedelta(seconds=wait)
+    statement = (
+        update(Installation)
+        .where(
+            Installation.id == installation_id,
+            or_(Installation.throttled_until.is_(None), Installation.throttled_until < until),
+        )
+        .values(throttled_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    with Session(db.engine()) as session, session.begin():
+        session.execute(statement)
+    log.info("Pipedrive throttled installation %s for %s s", installation_id, wait)
+    return wait
