@@ -138,7 +138,7 @@ class Ledger:
         amounts = (max(self.chunk, cost), cost) if self.cap else (max(self.chunk, cost),)
         row = (BudgetDay.company_id == company_id) & (BudgetDay.day == day)
         with Session(self.engine) as session:
-            for _attempt in (1, 2):
+            for _attempt in range(3):  # each retry follows another process's insert or claim
                 for amount in amounts:
                     claim = update(BudgetDay).where(row).values(reserved=BudgetDay.reserved + amount)
                     if self.cap:
@@ -147,8 +147,11 @@ class Ledger:
                         if session.execute(claim.execution_options(synchronize_session=False)).rowcount:
                             return amount
                 with session.begin():
-                    if session.scalar(select(BudgetDay.reserved).where(row)) is not None:
-                        return 0  # the row exists and not even one call fits: spent for today
+                    reserved = session.scalar(select(BudgetDay.reserved).where(row))
+                if reserved is not None:
+                    if self.cap and reserved + cost > self.cap:
+                        return 0  # not even one call fits: spent for today
+                    continue  # the row appeared (another process made it) after our claim missed it
                 amount = amounts[0] if not self.cap or amounts[0] <= self.cap else cost
                 try:
                     with session.begin():
