@@ -144,6 +144,11 @@ def app_environ(database_url: str, upstream_url: str) -> dict[str, str]:
         "PIPEDRIVE_CLIENT_SECRET": "bench-secret",
         "PIPEDRIVE_OAUTH_URL": upstream_url,
         "PIPEDRIVE_API_DOMAINS": upstream_url,
+        # Every budget rule stays on (their per-request work is what is measured), with limits the bench's
+        # one key and one company do not reach: tens of thousands of requests a minute from one key would
+        # otherwise be refused by the defaults (600/minute, 10,000 tokens a day) within a second.
+        "KEY_RATE_LIMIT": "100000000/minute",
+        "COMPANY_DAILY_TOKEN_CAP": "2000000000",
     }
 
 

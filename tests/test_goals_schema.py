@@ -605,8 +605,12 @@ def test_the_documented_example_body_is_valid(document):
     assert validate_add(content["example"]) == content["example"]
 
 
+def query_parameters(operation: dict) -> list[dict]:
+    return [p for p in operation["parameters"] if p["in"] == "query"]
+
+
 def test_find_parameters_come_from_the_query_model(document):
-    parameters = {p["name"]: p for p in document["paths"]["/api/v1/goals/find"]["get"]["parameters"]}
+    parameters = {p["name"]: p for p in query_parameters(document["paths"]["/api/v1/goals/find"]["get"])}
     assert set(parameters) == {
         "type.name",
         "title",
@@ -632,8 +636,22 @@ def test_find_parameters_come_from_the_query_model(document):
 
 
 def test_results_parameters_are_required(document):
-    parameters = document["paths"]["/api/v1/goals/{id}/results"]["get"]["parameters"]
+    parameters = query_parameters(document["paths"]["/api/v1/goals/{id}/results"]["get"])
     assert [(p["name"], p["required"]) for p in parameters] == [("period.start", True), ("period.end", True)]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/goals/find", "/api/v1/goals/{id}/results"])
+def test_reads_document_their_caching_headers_and_304(document, path):
+    operation = document["paths"][path]["get"]
+    headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert headers == {"If-None-Match", "Cache-Control"}
+    assert set(operation["responses"]["200"]["headers"]) == {
+        "ETag",
+        "X-Cache",
+        "Cache-Control",
+        "Server-Timing",
+    }
+    assert "content" not in operation["responses"]["304"]
 
 
 def test_errors_use_the_one_envelope(document):

@@ -41,10 +41,52 @@ def _query_parameters(model: type[QueryModel], schemas: dict[str, Any]) -> list[
     return parameters
 
 
-def _responses(success: str, *statuses: str) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        "200": {"description": "Success.", "content": {"application/json": {"schema": {"$ref": success}}}}
+_SERVER_TIMING = {
+    "Server-Timing": {
+        "description": "`app;dur=` (ms in pd_app), `upstream;dur=` (ms waiting for Pipedrive, when called), "
+        '`cache;desc="hit|miss|shared"` on reads.',
+        "schema": {"type": "string"},
     }
+}
+_READ_HEADERS = {
+    "ETag": {"description": "A strong validator of the body.", "schema": {"type": "string"}},
+    "X-Cache": {"description": "Whether the app's cache answered.", "schema": {"enum": ["HIT", "MISS"]}},
+    "Cache-Control": {
+        "description": "`private, no-cache`: no shared cache may keep it.",
+        "schema": {"type": "string"},
+    },
+}
+_READ_PARAMETERS = [
+    {
+        "in": "header",
+        "name": "If-None-Match",
+        "required": False,
+        "description": "An ETag of an earlier answer: 304 without a body when it is still current.",
+        "schema": {"type": "string"},
+    },
+    {
+        "in": "header",
+        "name": "Cache-Control",
+        "required": False,
+        "description": "`no-cache` skips the app's cache (the call costs Pipedrive tokens).",
+        "schema": {"type": "string"},
+    },
+]
+
+
+def _responses(success: str, *statuses: str, read: bool = False) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "Success.",
+            "headers": {**_SERVER_TIMING, **(_READ_HEADERS if read else {})},
+            "content": {"application/json": {"schema": {"$ref": success}}},
+        }
+    }
+    if read:
+        responses["304"] = {
+            "description": "Not modified: the `If-None-Match` ETag is still current. No body.",
+            "headers": _READ_HEADERS,
+        }
     for status in sorted(statuses):
         responses[status] = {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
     return responses
@@ -74,7 +116,7 @@ def _operation(
         "summary": summary,
         "description": f"Forwarded to Pipedrive's `{op_id}` after validation (upstream token cost {cost}).",
         "x-token-cost": cost,
-        "responses": _responses(f"#/components/schemas/{success}", *statuses),
+        "responses": _responses(f"#/components/schemas/{success}", *statuses, read=op_id.startswith("get")),
     }
     operation.update(extra)
     return operation
@@ -114,7 +156,12 @@ def openapi_document(public_url: str) -> dict[str, Any]:
         },
         "/api/v1/goals/find": {
             "get": _operation(
-                "getGoals", "Find goals", 20, "GoalsResponse", reads, parameters=find_parameters
+                "getGoals",
+                "Find goals",
+                20,
+                "GoalsResponse",
+                reads,
+                parameters=find_parameters + _READ_PARAMETERS,
             ),
         },
         "/api/v1/goals/{id}": {
@@ -137,7 +184,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 20,
                 "GoalResultResponse",
                 reads + ("404",),
-                parameters=results_parameters,
+                parameters=results_parameters + _READ_PARAMETERS,
             ),
         },
         "/api/v1/app/installation": {

@@ -161,6 +161,11 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
                 "anyOf": [{"$ref": "#/components/schemas/RateLimit"}, {"type": "null"}],
                 "description": "The last rate-limit figures Pipedrive sent (null: none yet).",
             },
+            "throttled_until": {
+                **_NULLABLE_TIME,
+                "description": "After Pipedrive's 429: until when the app answers `rate_limited` itself.",
+            },
+            "budget": {"$ref": "#/components/schemas/Budget"},
             "credential": {
                 "type": "object",
                 "description": "The credential of this request.",
@@ -170,6 +175,16 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
                     "user_bound": {"type": "boolean"},
                 },
             },
+        },
+    },
+    "Budget": {
+        "type": "object",
+        "description": "The company's Pipedrive tokens spent by this app today (UTC), against its daily cap.",
+        "required": ["spent_today", "cap", "resets_at"],
+        "properties": {
+            "spent_today": {"type": "integer", "minimum": 0},
+            "cap": {"type": "integer", "minimum": 0, "description": "COMPANY_DAILY_TOKEN_CAP; 0: no cap."},
+            "resets_at": {"type": "string", "format": "date-time", "description": "The next midnight UTC."},
         },
     },
     "RateLimit": {

@@ -95,6 +95,14 @@ function showRateLimited(seconds) {
   }, 1000);
 }
 
+function showBudgetExhausted(seconds) {
+  const reset = new Date(Date.now() + (seconds || 0) * 1000);
+  $(".budget-reset").textContent = seconds
+    ? `at ${reset.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })} (midnight UTC)`
+    : "after midnight UTC";
+  show("budget_exhausted");
+}
+
 function showUnreachable(err) {
   const appDown = err.code === "network";
   $(".unreachable-title").textContent = appDown
@@ -120,6 +128,9 @@ function showFailure(err) {
       return true;
     case "rate_limited":
       showRateLimited(err.retryAfter);
+      return true;
+    case "budget_exhausted":
+      showBudgetExhausted(err.retryAfter);
       return true;
     case "network":
     case "upstream_unavailable":
@@ -167,7 +178,8 @@ async function loadProgress(seq) {
       try {
         progress = await api.progress(goal.id, currentPeriod(goal));
       } catch (err) {
-        if (["rate_limited", "not_installed", "reauth_required", "unauthorized"].includes(err.code)) throw err;
+        const stops = ["rate_limited", "budget_exhausted", "not_installed", "reauth_required", "unauthorized"];
+        if (stops.includes(err.code)) throw err;
       }
       if (seq !== state.loadSeq) return;
       state.progress.set(goal.id, progress);
@@ -221,6 +233,9 @@ function saveFailed(err) {
   if (err.code === "validation_failed") return form.showDetails(err.details);
   if (err.code === "rate_limited") {
     return form.alert(`Pipedrive asked us to slow down. Nothing was saved; try again in ${err.retryAfter || 30} seconds.`);
+  }
+  if (err.code === "budget_exhausted") {
+    return form.alert("Today's Pipedrive budget for Goals is spent. Nothing was saved; it resets at midnight UTC.");
   }
   if (err.code === "outcome_unknown") {
     return form.alert("Pipedrive did not answer in time: the goal may or may not have been saved. Check the list before trying again.");

@@ -10,6 +10,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -20,7 +21,7 @@ from sqlalchemy import update
 
 from pd_app import create_app
 from pd_app.db import get_session
-from pd_app.models import Installation
+from pd_app.models import BudgetDay, Installation, utcnow
 
 from ..conftest import ENCRYPTION_KEY, LiveServer
 
@@ -92,6 +93,21 @@ class Demo:
         with self.app.app_context():
             session = get_session()
             session.execute(update(Installation).where(Installation.user_id == user_id).values(status=status))
+            session.commit()
+
+    def end_throttle(self) -> None:
+        """Move every installation's Pipedrive throttle into the past (as if its reset had come)."""
+        with self.app.app_context():
+            session = get_session()
+            session.execute(update(Installation).values(throttled_until=utcnow() - timedelta(seconds=1)))
+            session.commit()
+
+    def spend_budget(self, company_id: int) -> None:
+        """Mark the company's whole daily budget as spent (as other calls today would have)."""
+        cap = self.app.config["SETTINGS"].company_daily_token_cap
+        with self.app.app_context():
+            session = get_session()
+            session.merge(BudgetDay(company_id=company_id, day=utcnow().date(), reserved=cap, spent=cap))
             session.commit()
 
     def crm(self, user: int = 2001, theme: str = "light", deal: int = 1) -> str:

@@ -61,9 +61,28 @@ def test_rate_limited_says_when_it_retries_and_recovers(demo: Demo, tab: Tab):
     tab.wait_for_screen("rate_limited")
     expect(tab.panel.locator(".countdown")).to_have_text(re.compile(r"^(30|29|28) seconds$"))
     tab.shoot("panel-rate-limited")
+    # Pipedrive's 429 holds: trying again now is answered by the app itself, and Pipedrive sees nothing.
     demo.sandbox.set_knobs(force_api_status=None)
+    calls = demo.sandbox.count("/api/v1/goals")
+    tab.panel.get_by_role("button", name="Try again now").click()
+    tab.wait_for_screen("rate_limited")
+    expect(tab.panel.locator(".countdown")).to_have_text(re.compile(r"^(30|29|28|27) seconds$"))
+    assert demo.sandbox.count("/api/v1/goals") == calls
+    # Once Pipedrive's reset has passed, the same button brings the goals back.
+    demo.end_throttle()
     tab.panel.get_by_role("button", name="Try again now").click()
     tab.wait_for_progress()
+
+
+def test_a_spent_daily_budget_has_its_screen(demo: Demo, tab: Tab):
+    demo.install(2001)
+    demo.spend_budget(1001)
+    tab.page.goto(demo.crm())
+    tab.wait_for_screen("budget_exhausted")
+    expect(tab.panel.get_by_role("heading")).to_have_text("Today's Pipedrive budget for Goals is spent")
+    expect(tab.panel.locator(".budget-reset")).to_contain_text("(midnight UTC)")
+    assert demo.sandbox.count("/api/v1/goals") == 0
+    tab.shoot("panel-budget-exhausted")
 
 
 def test_pipedrive_unreachable_has_its_screen(demo: Demo, tab: Tab):
