@@ -14,7 +14,6 @@ from typing import Any
 
 from .. import metrics
 from ..auth import InstallationRef, installation_ref
-from ..models import InstallationStatus
 from ..pipedrive import client
 from ..pipedrive.api import (
     OutcomeUnknown,
@@ -26,7 +25,7 @@ from ..pipedrive.api import (
     raise_for_status,
 )
 from ..tokens.refresh import access_token, refresh_installation
-from ..tokens.store import NotInstalled
+from ..tokens.store import ensure_installed, ensure_serving
 from .cache import goals_cache
 from .usage import usage
 
@@ -48,12 +47,13 @@ def forward(
 
     Reads (GET) may be answered from the goals cache; every write invalidates the company's cached reads.
     """
-    if inst is None:  # auth.py's statements never return an uninstalled row
-        raise NotInstalled()
+    # Nothing goes upstream, nor comes from the cache, for an installation that cannot serve (a key's bound
+    # installation may be uninstalled or need reauthorization: the caller is told which one).
+    inst = ensure_serving(inst)
     cache = goals_cache()
     if method == "GET":
         cache_key = None
-        if cache.enabled and inst.status == InstallationStatus.ACTIVE:
+        if cache.enabled:
             cache_key = _cache_call(cache.key_for, inst, path, params or [])
         if cache_key is not None:
             hit = _cache_call(cache.get, cache_key)
@@ -100,10 +100,7 @@ def _forward_upstream(
 
 def _read_again(inst: InstallationRef) -> InstallationRef:
     """After a refresh: its api_domain and version may have moved."""
-    fresh = installation_ref(inst.id)
-    if fresh is None or fresh.status == InstallationStatus.UNINSTALLED:
-        raise NotInstalled()
-    return fresh
+    return ensure_installed(installation_ref(inst.id))
 
 
 def _is_json_object(raw: bytes) -> bool:

@@ -24,7 +24,13 @@ from ..pipedrive.api import (
     TokenEndpointUnavailable,
 )
 from .cipher import cipher
-from .store import NotInstalled, ReauthRequired, _apply_token_response, check_token_response
+from .store import (
+    NotInstalled,
+    ReauthRequired,
+    _apply_token_response,
+    check_token_response,
+    ensure_serving,
+)
 
 if TYPE_CHECKING:
     from ..auth import InstallationRef
@@ -73,10 +79,7 @@ def access_token(ref: InstallationRef) -> tuple[str, bool]:
     """The hot path's token: the installation's access token, from memory once decrypted, refreshed first
     (single-flight) when it is within the margin of expiry. The flag says it was refreshed: the caller's
     copy of the row (api_domain, version) is then stale."""
-    if ref.status == InstallationStatus.UNINSTALLED or not ref.has_refresh_token:
-        raise NotInstalled()
-    if ref.status == InstallationStatus.REAUTH_REQUIRED:
-        raise ReauthRequired()
+    ensure_serving(ref)
     if _due(ref.access_token_expires_at, current_app.config["SETTINGS"].refresh_margin_s):
         return refresh_installation(ref.id, seen_version=ref.version), True
     return cipher().decrypt_memo(ref, "access_token", ref.access_token_enc), False

@@ -16,15 +16,46 @@ from ..pipedrive.api import valid_expires_in
 from .cipher import cipher
 
 if TYPE_CHECKING:
+    from ..auth import InstallationRef
     from ..install.identity import Identity
 
 
-class NotInstalled(Exception):
+class _Unusable(Exception):
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or "")
+        self.message = message  # names the installation when the raiser knows it; else errors.py's text
+
+
+class NotInstalled(_Unusable):
     """No usable installation: never installed, or uninstalled."""
 
 
-class ReauthRequired(Exception):
+class ReauthRequired(_Unusable):
     """Pipedrive refused the refresh token (`invalid_grant`): the user must install again."""
+
+
+def ensure_installed(ref: InstallationRef | None) -> InstallationRef:
+    """The installation serving a credential, unless there is none or it is uninstalled (NotInstalled,
+    naming it)."""
+    if ref is None:
+        raise NotInstalled()
+    if ref.status == InstallationStatus.UNINSTALLED or not ref.has_refresh_token:
+        raise NotInstalled(
+            f"The installation serving this credential (user {ref.user_id} of company {ref.company_id}) "
+            "is uninstalled."
+        )
+    return ref
+
+
+def ensure_serving(ref: InstallationRef | None) -> InstallationRef:
+    """The installation serving a credential, if it can call Pipedrive now; otherwise the error naming it."""
+    ref = ensure_installed(ref)
+    if ref.status == InstallationStatus.REAUTH_REQUIRED:
+        raise ReauthRequired(
+            f"Pipedrive no longer accepts the authorization of the installation serving this credential "
+            f"(user {ref.user_id} of company {ref.company_id})."
+        )
+    return ref
 
 
 def check_token_response(token: dict, *, new_grant: bool = False) -> None:
