@@ -37,13 +37,16 @@ def _when(value) -> str:
 )
 @click.option("--name", required=True, help="Who the key is for.")
 @click.option(
-    "--scope", type=click.Choice([s.value for s in KeyScope]), default=KeyScope.FULL.value, show_default=True
+    "--scope",
+    type=click.Choice([s.value for s in KeyScope]),
+    default=None,
+    help="[default: read with --origin (a browser key is public), else full]",
 )
 @click.option(
     "--origin", "origins", multiple=True, help="Browser origin allowed to use the key (repeatable)."
 )
 def create_key_command(
-    company_id: int, user_id: int | None, name: str, scope: str, origins: tuple[str, ...]
+    company_id: int, user_id: int | None, name: str, scope: str | None, origins: tuple[str, ...]
 ) -> None:
     """Create a partner key bound to one installation of the company; the key is printed once, alone on the
     last line."""
@@ -54,6 +57,7 @@ def create_key_command(
         origins = tuple(dict.fromkeys(normalize_origin(o) for o in origins))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--origin") from None
+    scope = scope or (KeyScope.READ if origins else KeyScope.FULL)
     try:
         row, key = create_key(
             get_session(),

@@ -147,6 +147,25 @@ def test_create_key_raises_for_callers_to_handle(app):
         create_key(get_session(), company_id=1001, name="early")
 
 
+@pytest.mark.parametrize(
+    ("origin", "scope", "expected"),
+    [
+        (True, None, "read"),  # a browser key is public
+        (False, None, "full"),
+        (True, "full", "full"),
+        (False, "read", "read"),
+    ],
+)
+def test_scope_defaults_to_read_for_browser_keys(runner, installer, origin, scope, expected):
+    installer.install(user_id=ADA)
+    args = ["keys", "create", "--company-id", "1001", "--name", "k"]
+    args += ["--origin", "https://dash.example.com"] if origin else []
+    args += ["--scope", scope] if scope else []
+    result = runner.invoke(args=args)
+    assert result.exit_code == 0 and f"scope {expected}," in result.stderr
+    assert listed(runner, result.stdout.split()[-1])[5] == expected
+
+
 # -- the bound installation cannot serve: say so, never use another -----------------------------------------
 def test_reauth_of_the_admin_never_switches_a_company_key_to_another_users_token(
     app, client, acme, make_key, sandbox
