@@ -340,6 +340,13 @@ def _from_jwt(token: str) -> tuple[Principal, InstallationRef | None]:
 def authenticate() -> tuple[Principal, InstallationRef | None]:
     """The caller of this request and the installation that serves it (None: none does); exactly one
     credential is accepted."""
+    # Pipedrive's own style, `?api_token=`, puts the key where URLs are logged, cached and shared: refused
+    # even beside a proper credential (the bytes test first: most requests have no such parameter).
+    if b"api_token" in request.query_string and "api_token" in request.args:
+        raise NotAuthenticated(
+            "A key in the query string (`api_token`) is not accepted, since URLs end up in logs: "
+            "send it in the `x-api-token` header instead."
+        )
     api_token = request.headers.get("x-api-token")
     authorization = request.headers.get("Authorization")
     if api_token is not None and authorization is not None:

@@ -1,5 +1,5 @@
 """A partner key is served by the one installation it was bound to when created: it never switches to another
-user's token by itself; `keys rebind` moves it."""
+user's token by itself; `keys rebind` moves it. And what a refused credential is told."""
 
 from __future__ import annotations
 
@@ -307,3 +307,35 @@ def test_key_changes_are_audited(runner, acme, make_key, caplog):
     events = {r.fields["event"]: r.fields for r in caplog.records if hasattr(r, "fields")}
     assert events["key_created"]["bound_user_id"] == ADA
     assert (events["key_rebound"]["from_user_id"], events["key_rebound"]["to_user_id"]) == (ADA, SAM)
+
+
+# -- what a refused credential is told ----------------------------------------------------------------------
+@pytest.mark.parametrize("also", ["none", "header", "bearer"])
+def test_a_key_in_the_query_string_is_refused_with_where_to_send_it(
+    client, acme, make_key, sandbox, caplog, also
+):
+    caplog.set_level(logging.DEBUG)
+    key = make_key()
+    headers = {"header": {"x-api-token": key}, "bearer": {"Authorization": f"Bearer {key}"}}.get(also, {})
+    for path in (FIND, "/api/v1/app/installation"):
+        resp = client.get(path, query_string={"api_token": key}, headers=headers)
+        assert resp.status_code == 401
+        body = resp.get_json()
+        assert body["code"] == "unauthorized"
+        assert "`api_token`" in body["error"] and "`x-api-token` header" in body["error"]
+        assert key not in resp.get_data(as_text=True)
+        assert key.partition(".")[2] not in str(dict(resp.headers))
+    assert sandbox.count("/api/") == 0
+    assert key.partition(".")[2] not in caplog.text
+
+
+def test_api_token_elsewhere_in_the_query_is_no_credential(client, acme, make_key):
+    """Only the parameter's name counts: a title that mentions it is just a title."""
+    key = make_key()
+    resp = client.get(FIND, query_string={"title": "api_token"}, headers={"x-api-token": key})
+    assert resp.status_code == 200
+
+
+def test_no_credential_says_so(client):
+    resp = client.get(FIND)
+    assert resp.status_code == 401 and resp.get_json()["error"] == "No credential was sent."
