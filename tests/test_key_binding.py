@@ -77,6 +77,7 @@ def _needs_reauth(app, client, key: str, sandbox, user_id: int = ADA) -> None:
     sandbox.set_knobs(refresh_error="invalid_grant")
     first = client.get(FIND, headers={"x-api-token": key})
     assert first.status_code == 401 and first.get_json()["code"] == "reauth_required"
+    assert f"user {user_id} of company 1001" in first.get_json()["error"]
     sandbox.set_knobs(refresh_error=None)
     with app.app_context():
         status = get_session().scalar(select(Installation.status).where(Installation.user_id == user_id))

@@ -118,10 +118,13 @@ def refresh_installation(installation_id: int, *, seen_version: int, force: bool
             row = locked.scalar(
                 select(Installation).where(Installation.id == installation_id).with_for_update()
             )
-            if row is None or row.status == InstallationStatus.UNINSTALLED or not row.refresh_token_enc:
+            if row is None:
                 raise NotInstalled()
+            named = (row.company_id, row.user_id)
+            if row.status == InstallationStatus.UNINSTALLED or not row.refresh_token_enc:
+                raise NotInstalled.of(*named)
             if row.status == InstallationStatus.REAUTH_REQUIRED:
-                raise ReauthRequired()
+                raise ReauthRequired.of(*named)
             # Forced (after a 401): refresh unless someone did since the caller read the row. Not forced:
             # refresh only if the stored token is still due (a version bump alone, e.g. by re-encryption,
             # does not mean a fresh token).
@@ -139,7 +142,7 @@ def refresh_installation(installation_id: int, *, seen_version: int, force: bool
                     raise
                 gate.succeeded(installation_id)
     if reauth:
-        raise ReauthRequired()
+        raise ReauthRequired.of(*named)
     return token
 
 
