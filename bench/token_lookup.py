@@ -3,10 +3,11 @@
     .venv/bin/python bench/token_lookup.py --database postgresql://postgres@127.0.0.1:5432/bench_tokens
 
 Seeds (once; reused while the counts match) 100,000 installations, one per company, and 100,000
-company-wide partner keys, bulk-inserted with SQLAlchemy Core. The token columns hold placeholder text: the
-timed path is the database resolution (key row, hash check, installation row), not decryption. Every key's
-`last_used_at` is set to now before timing, so the once-a-minute "last used" write of a key in steady use
-stays out of the timed path (it is counted separately when it happens: see "writes").
+company-wide partner keys, each bound to its company's installation, bulk-inserted with SQLAlchemy Core. The
+token columns hold placeholder text: the timed path is the database resolution (key row, hash check,
+installation row), not decryption. Every key's `last_used_at` is set to now before timing, so the
+once-a-minute "last used" write of a key in steady use stays out of the timed path (it is counted separately
+when it happens: see "writes").
 
 Then `--lookups` (2,000) keys picked at random are resolved one by one, each in its own app context (a
 request's session: opened on first use, closed at teardown), timing only `resolve()` below. It reports
@@ -69,8 +70,10 @@ def seed(url: str, n: int) -> float:
     bench_companies = inst_t.c.company_id >= BASE_COMPANY
     with engine.begin() as conn:
         have_inst = conn.scalar(select(func.count()).select_from(inst_t).where(bench_companies))
-        have_keys = conn.scalar(
-            select(func.count()).select_from(key_t).where(key_t.c.company_id >= BASE_COMPANY)
+        have_keys = conn.scalar(  # bound keys only (a key is served by the installation it is bound to)
+            select(func.count())
+            .select_from(key_t)
+            .where(key_t.c.company_id >= BASE_COMPANY, key_t.c.installation_id.is_not(None))
         )
     started = time.perf_counter()
     if have_inst == n and have_keys == n:
@@ -123,6 +126,16 @@ def seed(url: str, n: int) -> float:
                     for i in rows
                 ],
             )
+        # Each key bound to its company's one installation, as `keys create` binds it.
+        conn.execute(
+            update(key_t)
+            .where(key_t.c.company_id >= BASE_COMPANY)
+            .values(
+                installation_id=select(inst_t.c.id)
+                .where(inst_t.c.company_id == key_t.c.company_id)
+                .scalar_subquery()
+            )
+        )
     if url.startswith("postgresql"):
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("ANALYZE installations")

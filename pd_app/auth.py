@@ -2,6 +2,8 @@
 Pipedrive custom UI JWTs.
 
 The credential alone decides the company and the user; nothing in the path, query or body can change them.
+A partner key is bound to one installation when it is created and is served by that one only: when it cannot
+serve, the caller is told so; it moves to another only by an operator's `keys rebind`.
 On the proxy's hot path one SQL statement resolves credential -> installation -> encrypted token (and the
 company's cache generation); nothing is written (a key's last use is noted in memory, see usage.py).
 """
@@ -17,7 +19,7 @@ from typing import Any
 
 import jwt
 from flask import current_app, g, request
-from sqlalchemy import Row, Select, bindparam, case, or_, select, update
+from sqlalchemy import Row, Select, and_, bindparam, case, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -54,6 +56,51 @@ def new_key() -> tuple[str, str]:
     return f"{prefix}.{secrets.token_urlsafe(32)}", prefix
 
 
+class CannotBind(Exception):
+    """A key cannot be bound to an installation (none to bind to, or no such key); the message says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _installation_to_bind(session: Session, company_id: int, user_id: int | None) -> Installation:
+    """The installation a new key of this company (and user) is bound to: that user's; for a company-wide
+    key the company's active admin installation, else its most recent active one, else its most recent one.
+    Never an uninstalled one."""
+    of_company = select(Installation).where(Installation.company_id == company_id)
+    if user_id is not None:
+        inst = session.scalar(of_company.where(Installation.user_id == user_id))
+        if inst is None:
+            raise CannotBind(
+                f"Company {company_id} has no installation of user {user_id}: "
+                "that user must install the app first."
+            )
+        if inst.status == InstallationStatus.UNINSTALLED:
+            raise CannotBind(
+                f"User {user_id}'s installation of company {company_id} is uninstalled: "
+                "that user must install the app again first."
+            )
+        return inst
+    active = Installation.status == InstallationStatus.ACTIVE
+    inst = session.scalar(
+        of_company.where(Installation.status != InstallationStatus.UNINSTALLED)
+        .order_by(
+            case((and_(active, Installation.is_admin), 0), else_=1),
+            case((active, 0), else_=1),
+            Installation.installed_at.desc(),
+            Installation.id.desc(),
+        )
+        .limit(1)
+    )
+    if inst is None:
+        raise CannotBind(
+            f"Company {company_id} has no installation: a Pipedrive user of the company must install the "
+            "app first."
+        )
+    return inst
+
+
 def create_key(
     session: Session,
     *,
@@ -63,19 +110,47 @@ def create_key(
     scope: KeyScope = KeyScope.FULL,
     origins: list[str] | None = None,
 ) -> tuple[PartnerKey, str]:
+    """A new key, bound to one installation of the company (see `_installation_to_bind`) that only
+    `rebind_key` changes; raises CannotBind when there is none."""
     key, prefix = new_key()
-    row = PartnerKey(
-        prefix=prefix,
-        key_hash=hash_key(key),
-        name=name,
-        company_id=company_id,
-        user_id=user_id,
-        scope=scope,
-        origins=list(origins or []),
-    )
     with db.transaction(session):
+        inst = _installation_to_bind(session, company_id, user_id)
+        row = PartnerKey(
+            prefix=prefix,
+            key_hash=hash_key(key),
+            name=name,
+            company_id=company_id,
+            user_id=user_id,
+            installation_id=inst.id,
+            scope=scope,
+            origins=list(origins or []),
+        )
         session.add(row)
     return row, key
+
+
+@dataclass(frozen=True)
+class Rebound:
+    key: PartnerKey
+    before: Installation | None  # None: the key was bound to nothing (created before keys were bound)
+    after: Installation
+
+
+def rebind_key(session: Session, key_id: int, user_id: int) -> Rebound:
+    """Bind a key to user `user_id`'s installation of the key's company (an operator's decision; a key
+    never moves by itself). A user-bound key becomes bound to that user."""
+    with db.transaction(session):
+        key = session.get(PartnerKey, key_id)
+        if key is None:
+            raise CannotBind(f"No key with id {key_id}.")
+        if key.revoked_at is not None:
+            raise CannotBind(f"Key {key_id} ({key.prefix}) is revoked.")
+        before = session.get(Installation, key.installation_id) if key.installation_id else None
+        after = _installation_to_bind(session, key.company_id, user_id)
+        key.installation_id = after.id
+        if key.user_id is not None:
+            key.user_id = user_id
+    return Rebound(key, before, after)
 
 
 class NotAuthenticated(Exception):
@@ -126,32 +201,6 @@ _INSTALLATION_COLUMNS = (
 )
 
 
-def _serving_installation_id(company_id: Any, user_id: Any) -> Any:
-    """The installation whose token serves a credential, as a correlated subquery.
-
-    A user-bound credential uses that user's installation. A company-wide key uses an installation of the
-    company that is not uninstalled: active ones first (so a company whose only installations need
-    reauthorization is told so), an admin's first, then the most recently refreshed.
-    """
-    best = _inst.alias("best")
-    return (
-        select(best.c.id)
-        .where(
-            best.c.company_id == company_id,
-            or_(user_id.is_(None), best.c.user_id == user_id),
-            best.c.status != InstallationStatus.UNINSTALLED,
-        )
-        .order_by(
-            case((best.c.status == InstallationStatus.ACTIVE, 0), else_=1),
-            case((best.c.is_admin, 0), else_=1),
-            best.c.last_refreshed_at.desc().nulls_last(),
-            best.c.installed_at.desc(),
-        )
-        .limit(1)
-        .scalar_subquery()
-    )
-
-
 # Built once: SQLAlchemy caches a statement's compiled form by the statement object.
 _BY_KEY: Select = (
     select(
@@ -165,9 +214,10 @@ _BY_KEY: Select = (
         *_INSTALLATION_COLUMNS,
     )
     .select_from(
-        _key.outerjoin(
-            _inst, _inst.c.id == _serving_installation_id(_key.c.company_id, _key.c.user_id)
-        ).outerjoin(_gen, _gen.c.company_id == _key.c.company_id)
+        # The key's own installation, whatever its status: a key never falls back to another one.
+        _key.outerjoin(_inst, _inst.c.id == _key.c.installation_id).outerjoin(
+            _gen, _gen.c.company_id == _key.c.company_id
+        )
     )
     .where(_key.c.prefix == bindparam("prefix"))
 )
@@ -293,6 +343,13 @@ def _from_jwt(token: str) -> tuple[Principal, InstallationRef | None]:
 def authenticate() -> tuple[Principal, InstallationRef | None]:
     """The caller of this request and the installation that serves it (None: none does); exactly one
     credential is accepted."""
+    # Pipedrive's own style, `?api_token=`, puts the key where URLs are logged, cached and shared: refused
+    # even beside a proper credential (the bytes test first: most requests have no such parameter).
+    if b"api_token" in request.query_string and "api_token" in request.args:
+        raise NotAuthenticated(
+            "A key in the query string (`api_token`) is not accepted, since URLs end up in logs: "
+            "send it in the `x-api-token` header instead."
+        )
     api_token = request.headers.get("x-api-token")
     authorization = request.headers.get("Authorization")
     if api_token is not None and authorization is not None:

@@ -10,7 +10,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from . import lifecycle, migrate
-from .auth import create_key
+from .auth import CannotBind, create_key, rebind_key
 from .db import get_session, transaction
 from .logs import audit
 from .models import Installation, KeyScope, PartnerKey, utcnow
@@ -29,19 +29,27 @@ def _when(value) -> str:
 @keys_cli.command("create")
 @click.option("--company-id", type=click.IntRange(min=1), required=True)
 @click.option(
-    "--user-id", type=click.IntRange(min=1), default=None, help="Bind the key to this user's installation."
+    "--user-id",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Serve the key with this user's installation (default: the company's admin's, else its most "
+    "recent). Either way the key stays with that installation until `keys rebind`.",
 )
 @click.option("--name", required=True, help="Who the key is for.")
 @click.option(
-    "--scope", type=click.Choice([s.value for s in KeyScope]), default=KeyScope.FULL.value, show_default=True
+    "--scope",
+    type=click.Choice([s.value for s in KeyScope]),
+    default=None,
+    help="[default: read with --origin (a browser key is public), else full]",
 )
 @click.option(
     "--origin", "origins", multiple=True, help="Browser origin allowed to use the key (repeatable)."
 )
 def create_key_command(
-    company_id: int, user_id: int | None, name: str, scope: str, origins: tuple[str, ...]
+    company_id: int, user_id: int | None, name: str, scope: str | None, origins: tuple[str, ...]
 ) -> None:
-    """Create a partner key; the key is printed once, alone on the last line."""
+    """Create a partner key bound to one installation of the company; the key is printed once, alone on the
+    last line."""
     name = name.strip()
     if not name or len(name) > 200:
         raise click.BadParameter("must be 1-200 characters", param_hint="--name")
@@ -49,35 +57,96 @@ def create_key_command(
         origins = tuple(dict.fromkeys(normalize_origin(o) for o in origins))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--origin") from None
-    row, key = create_key(
-        get_session(), company_id=company_id, name=name, user_id=user_id, scope=scope, origins=list(origins)
-    )
+    scope = scope or (KeyScope.READ if origins else KeyScope.FULL)
+    try:
+        row, key = create_key(
+            get_session(),
+            company_id=company_id,
+            name=name,
+            user_id=user_id,
+            scope=KeyScope(scope),
+            origins=list(origins),
+        )
+    except CannotBind as exc:
+        raise click.ClickException(exc.message) from None
+    bound_user = _bound_user(row)
     audit(
-        "key_created", key_id=row.id, prefix=row.prefix, company_id=company_id, user_id=user_id, scope=scope
+        "key_created",
+        key_id=row.id,
+        prefix=row.prefix,
+        company_id=company_id,
+        user_id=user_id,
+        bound_user_id=bound_user,
+        scope=scope,
     )
     click.echo(
-        f"Created key {row.id} ({row.prefix}) for company {company_id}, scope {scope}. "
-        "Store it now: it is not shown again.",
+        f"Created key {row.id} ({row.prefix}) for company {company_id}, scope {scope}, served by user "
+        f"{bound_user}'s installation. Store it now: it is not shown again.",
         err=True,
     )
     click.echo(key)
 
 
+def _bound_user(key: PartnerKey) -> int | None:
+    inst = get_session().get(Installation, key.installation_id) if key.installation_id else None
+    return inst.user_id if inst else None
+
+
 @keys_cli.command("list")
 def list_keys_command() -> None:
-    """Every key with its prefix, company, user, scope and use; never the key itself."""
-    rows = get_session().scalars(select(PartnerKey).order_by(PartnerKey.id)).all()
-    click.echo(
-        f"{'id':>4}  {'prefix':<14} {'company':>10} {'user':>10} {'scope':<5} {'created':<16} "
-        f"{'last used':<16} {'status':<8} name [origins]"
+    """Every key with its prefix, company, the user whose installation serves it (`*`: user-bound, created
+    with --user-id), scope and use; never the key itself."""
+    rows = get_session().execute(
+        select(PartnerKey, Installation)
+        .outerjoin(Installation, Installation.id == PartnerKey.installation_id)
+        .order_by(PartnerKey.id)
     )
-    for r in rows:
+    click.echo(
+        f"{'id':>4}  {'prefix':<14} {'company':>10} {'served by':>10} {'installation':<16} {'scope':<5} "
+        f"{'created':<16} {'last used':<16} {'status':<8} name [origins]"
+    )
+    for r, inst in rows:
         status = "revoked" if r.revoked_at else "active"
+        served_by = f"{inst.user_id}{'*' if r.user_id else ''}" if inst else "-"
         click.echo(
-            f"{r.id:>4}  {r.prefix:<14} {r.company_id:>10} {r.user_id or '-':>10} {r.scope:<5} "
+            f"{r.id:>4}  {r.prefix:<14} {r.company_id:>10} {served_by:>10} "
+            f"{inst.status if inst else 'none':<16} {r.scope:<5} "
             f"{_when(r.created_at):<16} {_when(r.last_used_at):<16} {status:<8} {r.name}"
             + (f" [{', '.join(r.origins)}]" if r.origins else "")
         )
+
+
+@keys_cli.command("rebind")
+@click.argument("key_id", type=int)
+@click.option(
+    "--user-id",
+    type=click.IntRange(min=1),
+    required=True,
+    help="The user whose installation (of the key's company) serves the key from now on.",
+)
+def rebind_key_command(key_id: int, user_id: int) -> None:
+    """Move a key to another installation of its company (the only way a key changes whose data it shows)."""
+    try:
+        moved = rebind_key(get_session(), key_id, user_id)
+    except CannotBind as exc:
+        raise click.ClickException(exc.message) from None
+    key, before, after = moved.key, moved.before, moved.after
+    if before is not None and before.id == after.id:
+        click.echo(f"Key {key.id} ({key.prefix}) is already served by user {after.user_id}'s installation.")
+        return
+    audit(
+        "key_rebound",
+        key_id=key.id,
+        prefix=key.prefix,
+        company_id=key.company_id,
+        from_user_id=before.user_id if before else None,
+        to_user_id=after.user_id,
+    )
+    was = f"user {before.user_id}'s installation" if before else "no installation"
+    click.echo(
+        f"Key {key.id} ({key.prefix}) of company {key.company_id} moved from {was} to user {after.user_id}'s "
+        f"({after.status})" + (f"; it is now user-bound to user {after.user_id}." if key.user_id else ".")
+    )
 
 
 @keys_cli.command("revoke")

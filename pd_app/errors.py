@@ -132,7 +132,8 @@ DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
         409,
         "not_installed",
         "The app is not installed for this Pipedrive user or company.",
-        "A Pipedrive user of the company must install the app: {install_url}",
+        "A Pipedrive user of the company must install the app: {install_url} "
+        "(a partner key stays with the installation it is bound to; the app's operator can move it).",
     ),
     ReauthRequired: _REAUTH,
     PipedriveUnauthorized: _REAUTH,  # a 401 even after a refresh
@@ -226,7 +227,14 @@ DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
 def as_api_error(exc: Exception) -> ApiError:
     """The envelope of a domain exception, from `DOMAIN_ERRORS` (the most specific class listed)."""
     spec = next(DOMAIN_ERRORS[cls] for cls in type(exc).__mro__ if cls in DOMAIN_ERRORS)
-    own_message = UpstreamFailed | NotAuthenticated | KeyRateLimited | InstallationThrottled
+    own_message = (
+        UpstreamFailed
+        | NotAuthenticated
+        | NotInstalled
+        | ReauthRequired
+        | KeyRateLimited
+        | InstallationThrottled
+    )
     message = getattr(exc, "message", None) if isinstance(exc, own_message) else None
     message = message or spec.message or str(exc)
     install_url = current_app.config["SETTINGS"].public_url + "/oauth/install"

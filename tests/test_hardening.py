@@ -106,7 +106,9 @@ def _installations(app) -> list[Installation]:
         ("POST", "/oauth/callback", "basic"),
     ],
 )
-def test_deeply_nested_json_is_a_400_not_a_500(client, make_key, method, path, auth):
+def test_deeply_nested_json_is_a_400_not_a_500(client, installer, make_key, method, path, auth):
+    if auth == "key":
+        installer.install(user_id=2001)  # a key is bound to an installation when it is created
     headers = {"x-api-token": make_key()} if auth == "key" else basic()
     resp = client.open(path, method=method, data=DEEP_JSON, content_type="application/json", headers=headers)
     assert resp.status_code == 400
@@ -243,7 +245,8 @@ def test_never_sent_is_told_by_urllib3s_exception_types():
 
 
 # -- partner key last use, readiness -------------------------------------------------------------------------
-def test_last_use_is_written_only_over_an_older_time(app, make_key):
+def test_last_use_is_written_only_over_an_older_time(app, installer, make_key):
+    installer.install(user_id=2001)
     make_key()
     recent = utcnow() - timedelta(seconds=5)
     with app.app_context():

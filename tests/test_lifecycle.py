@@ -106,14 +106,15 @@ def test_uninstall_of_unknown_installation_answers_200(client, clean_db):
     assert client.delete("/oauth/callback", json=notice(4242, 4343), headers=basic()).status_code == 200
 
 
-def test_company_key_moves_to_the_remaining_installation(client, two_users, make_key):
-    company_key = make_key()
+def test_company_key_stays_with_its_installation_after_uninstall(client, two_users, make_key, sandbox):
+    """It never moves to the remaining installation by itself (another user's data): `keys rebind` does."""
+    company_key = make_key()  # Ada's, the admin's
     client.delete("/oauth/callback", json=notice(user_id=2001), headers=basic())
-    info = client.get("/api/v1/app/installation", headers={"x-api-token": company_key}).get_json()["data"]
-    assert info["user_id"] == 2002
-    client.delete("/oauth/callback", json=notice(user_id=2002), headers=basic())
+    info = client.get("/api/v1/app/installation", headers={"x-api-token": company_key})
+    assert info.status_code == 409 and "user 2001" in info.get_json()["error"]
     resp = client.get("/api/v1/goals/find", headers={"x-api-token": company_key})
     assert resp.status_code == 409 and resp.get_json()["code"] == "not_installed"
+    assert sandbox.count("/api/") == 0
 
 
 def test_reinstall_after_uninstall_works(client, two_users, installer):

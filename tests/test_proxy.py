@@ -13,6 +13,8 @@ from pd_app.models import Installation
 from pd_app.sandbox import fingerprint
 from pd_app.tokens.cipher import cipher
 
+from .test_lifecycle import basic, notice
+
 TODAY = date.today().isoformat()
 GOAL = {
     "title": "Q goal",
@@ -274,8 +276,12 @@ def test_the_credential_alone_decides_the_company(app, client, installer, make_k
     assert status.get_json()["data"]["company_id"] == 1001
 
 
-def test_company_without_installation_gets_not_installed(client, make_key, sandbox):
+def test_company_without_installation_gets_not_installed(client, installer, make_key, sandbox):
+    # A key is created only for an installed company; this one's company uninstalled the app since.
+    installer.install(user_id=2101)
     lonely = make_key(company_id=1002)
+    client.delete("/oauth/callback", json=notice(1002, 2101), headers=basic())
+    sandbox.clear_calls()
     resp = client.get("/api/v1/goals/find", headers={"x-api-token": lonely})
     assert resp.status_code == 409
     body = resp.get_json()

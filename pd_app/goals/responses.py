@@ -173,6 +173,11 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
                     "kind": {"type": "string", "enum": ["key", "jwt"]},
                     "scope": {"type": "string"},
                     "user_bound": {"type": "boolean"},
+                    "installation_id": {
+                        "type": "integer",
+                        "description": "The installation serving this credential (`user_id`, `status` "
+                        "above are its own). A partner key's never changes by itself.",
+                    },
                 },
             },
         },

@@ -20,7 +20,6 @@ from flask import g
 
 from .. import metrics
 from ..auth import InstallationRef, installation_ref
-from ..models import InstallationStatus
 from ..pipedrive import client
 from ..pipedrive.api import (
     OutcomeUnknown,
@@ -32,7 +31,7 @@ from ..pipedrive.api import (
     raise_for_status,
 )
 from ..tokens.refresh import access_token, refresh_installation
-from ..tokens.store import NotInstalled
+from ..tokens.store import ensure_installed, ensure_serving
 from . import throttle
 from .budget import ledger
 from .cache import goals_cache
@@ -60,15 +59,15 @@ def forward(
     `Cache-Control: no-cache`); every write invalidates the company's cached reads. `g.pd_cache` tells the
     view how a read was answered: "hit", "miss", or "shared" (another request's upstream call).
     """
-    if inst is None:  # auth.py's statements never return an uninstalled row
-        raise NotInstalled()
+    # Nothing goes upstream, nor comes from the cache, for an installation that cannot serve (a key's bound
+    # installation may be uninstalled or need reauthorization: the caller is told which one).
+    inst = ensure_serving(inst)
     throttle.check(inst.throttled_until)
     cache = goals_cache()
     if method == "GET":
         g.pd_cache = "miss"
-        cache_key = None
-        if inst.status == InstallationStatus.ACTIVE:
-            cache_key = _cache_call(cache.key_for, inst, path, params or [])
+        # The cache's key also names the read for sharing one upstream call; None when its store failed.
+        cache_key = _cache_call(cache.key_for, inst, path, params or [])
         if cache_key is None:
             return _forward_upstream(inst, op, method, path, params, None)
         if cache.enabled and use_cache:
@@ -123,10 +122,7 @@ def _forward_upstream(
 
 def _read_again(inst: InstallationRef) -> InstallationRef:
     """After a refresh: its api_domain and version may have moved."""
-    fresh = installation_ref(inst.id)
-    if fresh is None or fresh.status == InstallationStatus.UNINSTALLED:
-        raise NotInstalled()
-    return fresh
+    return ensure_installed(installation_ref(inst.id))
 
 
 def _is_json_object(raw: bytes) -> bool:

@@ -13,7 +13,7 @@ from ..auth import InstallationRef, Principal, authenticate, require_scope
 from ..db import get_session
 from ..errors import ApiError, invalid, request_json
 from ..models import Installation, KeyScope
-from ..tokens.store import NotInstalled, expires_in_s
+from ..tokens.store import NotInstalled, ensure_installed, expires_in_s
 from .budget import ledger
 from .forward import forward
 from .keylimit import key_limits
@@ -156,8 +156,7 @@ def delete_goal(goal_id: str):
 @bp.get("/v1/app/installation")
 def show_installation():
     principal, ref = _caller(KeyScope.READ)
-    if ref is None:
-        raise NotInstalled()
+    ref = ensure_installed(ref)  # one that needs reauthorization is shown, with that status
     usage().flush()  # this process's pending rate-limit figures, so the answer is current
     inst = get_session().get(Installation, ref.id)
     if inst is None:
@@ -186,6 +185,7 @@ def show_installation():
                     "kind": principal.kind,
                     "scope": principal.scope,
                     "user_bound": principal.user_id is not None,
+                    "installation_id": inst.id,
                 },
             },
         }

@@ -24,7 +24,13 @@ from ..pipedrive.api import (
     TokenEndpointUnavailable,
 )
 from .cipher import cipher
-from .store import NotInstalled, ReauthRequired, _apply_token_response, check_token_response
+from .store import (
+    NotInstalled,
+    ReauthRequired,
+    _apply_token_response,
+    check_token_response,
+    ensure_serving,
+)
 
 if TYPE_CHECKING:
     from ..auth import InstallationRef
@@ -73,10 +79,7 @@ def access_token(ref: InstallationRef) -> tuple[str, bool]:
     """The hot path's token: the installation's access token, from memory once decrypted, refreshed first
     (single-flight) when it is within the margin of expiry. The flag says it was refreshed: the caller's
     copy of the row (api_domain, version) is then stale."""
-    if ref.status == InstallationStatus.UNINSTALLED or not ref.has_refresh_token:
-        raise NotInstalled()
-    if ref.status == InstallationStatus.REAUTH_REQUIRED:
-        raise ReauthRequired()
+    ensure_serving(ref)
     if _due(ref.access_token_expires_at, current_app.config["SETTINGS"].refresh_margin_s):
         return refresh_installation(ref.id, seen_version=ref.version), True
     return cipher().decrypt_memo(ref, "access_token", ref.access_token_enc), False
@@ -115,10 +118,13 @@ def refresh_installation(installation_id: int, *, seen_version: int, force: bool
             row = locked.scalar(
                 select(Installation).where(Installation.id == installation_id).with_for_update()
             )
-            if row is None or row.status == InstallationStatus.UNINSTALLED or not row.refresh_token_enc:
+            if row is None:
                 raise NotInstalled()
+            named = (row.company_id, row.user_id)
+            if row.status == InstallationStatus.UNINSTALLED or not row.refresh_token_enc:
+                raise NotInstalled.of(*named)
             if row.status == InstallationStatus.REAUTH_REQUIRED:
-                raise ReauthRequired()
+                raise ReauthRequired.of(*named)
             # Forced (after a 401): refresh unless someone did since the caller read the row. Not forced:
             # refresh only if the stored token is still due (a version bump alone, e.g. by re-encryption,
             # does not mean a fresh token).
@@ -136,7 +142,7 @@ def refresh_installation(installation_id: int, *, seen_version: int, force: bool
                     raise
                 gate.succeeded(installation_id)
     if reauth:
-        raise ReauthRequired()
+        raise ReauthRequired.of(*named)
     return token
 
 

@@ -4,7 +4,7 @@ means for its callers."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -16,15 +16,55 @@ from ..pipedrive.api import valid_expires_in
 from .cipher import cipher
 
 if TYPE_CHECKING:
+    from ..auth import InstallationRef
     from ..install.identity import Identity
 
 
-class NotInstalled(Exception):
+class _Unusable(Exception):
+    naming = ""  # the message naming the installation, from its company and user
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or "")
+        self.message = message  # None: errors.py's general text
+
+    @classmethod
+    def of(cls, company_id: int, user_id: int) -> Self:
+        return cls(cls.naming.format(company_id=company_id, user_id=user_id))
+
+
+class NotInstalled(_Unusable):
     """No usable installation: never installed, or uninstalled."""
 
+    naming = (
+        "The installation serving this credential (user {user_id} of company {company_id}) is uninstalled."
+    )
 
-class ReauthRequired(Exception):
+
+class ReauthRequired(_Unusable):
     """Pipedrive refused the refresh token (`invalid_grant`): the user must install again."""
+
+    naming = (
+        "Pipedrive no longer accepts the authorization of the installation serving this credential "
+        "(user {user_id} of company {company_id})."
+    )
+
+
+def ensure_installed(ref: InstallationRef | None) -> InstallationRef:
+    """The installation serving a credential, unless there is none or it is uninstalled (NotInstalled,
+    naming it)."""
+    if ref is None:
+        raise NotInstalled()
+    if ref.status == InstallationStatus.UNINSTALLED or not ref.has_refresh_token:
+        raise NotInstalled.of(ref.company_id, ref.user_id)
+    return ref
+
+
+def ensure_serving(ref: InstallationRef | None) -> InstallationRef:
+    """The installation serving a credential, if it can call Pipedrive now; otherwise the error naming it."""
+    ref = ensure_installed(ref)
+    if ref.status == InstallationStatus.REAUTH_REQUIRED:
+        raise ReauthRequired.of(ref.company_id, ref.user_id)
+    return ref
 
 
 def check_token_response(token: dict, *, new_grant: bool = False) -> None:
