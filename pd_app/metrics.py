@@ -21,6 +21,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -78,6 +79,13 @@ class Metrics:
             "Reads sent to Pipedrive again after a 502/503/504 or no answer",
             ["op"],
             registry=registry,
+        )
+        # Summed over the live workers: each has its own breakers (pipedrive/breaker.py).
+        self.breakers_open = Gauge(
+            "pd_app_upstream_breakers_open",
+            "Pipedrive hosts whose circuit breaker is open, counted in each worker process",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         # Label children by label tuple: a dict lookup instead of `.labels()` (which validates, stringifies
         # and takes a lock) on every request. Every key is from a closed set (endpoints, KNOWN_METHODS,
@@ -151,6 +159,11 @@ def cache_hit(op: str) -> None:
 
 def upstream_retry(op: str) -> None:
     current_app.extensions["pd_metrics"].retry_child(op).inc()
+
+
+def breakers_open(app: Flask, count: int) -> None:
+    """Called by the app's breakers (pipedrive/breaker.py) when one opens or closes, from any thread."""
+    app.extensions["pd_metrics"].breakers_open.set(count)
 
 
 def method_label(method: str) -> str:

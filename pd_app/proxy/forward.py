@@ -18,7 +18,9 @@ from ..auth import InstallationRef, installation_ref
 from ..models import InstallationStatus
 from ..pipedrive import client
 from ..pipedrive.api import (
+    CircuitOpen,
     OutcomeUnknown,
+    PipedriveCircuitOpen,
     PipedriveError,
     PipedriveUnauthorized,
     PipedriveUnavailable,
@@ -114,7 +116,7 @@ def _send_retrying(
     """`_send`; for a read that got 502/503/504 or no answer, up to UPSTREAM_RETRIES more attempts, each
     after Pipedrive's Retry-After if it sent one, else a jittered backoff, and only while that wait and a
     whole attempt still end before `deadline` (else the last answer stands, with its Retry-After). A write
-    is sent once: it may have arrived."""
+    is sent once: it may have arrived. An open breaker is not waited for: failing fast is its point."""
     if method != "GET":
         return _send(op, method, inst, path, token, params, json_body)
     settings = client().settings
@@ -123,6 +125,8 @@ def _send_retrying(
         failure: PipedriveUnavailable | None = None
         try:
             resp = _send(op, method, inst, path, token, params, json_body)
+        except PipedriveCircuitOpen:
+            raise
         except PipedriveUnavailable as exc:  # no answer at all
             failure, wait = exc, None
         else:
@@ -182,6 +186,12 @@ def _send(
         resp = client().call(method, inst.api_domain, path, token, params=params, json=json_body)
         outcome = str(resp.status)
         return resp
+    except CircuitOpen as exc:  # nothing was sent
+        outcome = "circuit_open"
+        raise PipedriveCircuitOpen(
+            "Pipedrive failed several times in a row; the app is not calling it for a few seconds.",
+            retry_after=exc.retry_after,
+        ) from None
     except UpstreamUnreachable as exc:
         outcome = "unreachable"
         if method != "GET" and exc.sent:
