@@ -45,6 +45,13 @@ class Settings:
     upstream_retries: int = 2
     # Not environment variables: knobs the code and tests set.
     upstream_timeout: float = 10.0
+    # A proxied request's time for its upstream attempts: each retry must fit a whole `upstream_timeout`
+    # before it, so a request ends well within gunicorn's 60 s timeout.
+    upstream_deadline_s: float = 20.0
+    upstream_backoff_s: float = 0.2  # a retry's backoff: full jitter up to base x 2^n, capped
+    upstream_backoff_max_s: float = 2.0
+    breaker_failures: int = 5  # consecutive failures that open a Pipedrive host's breaker
+    breaker_cool_off_s: float = 10.0
     token_timeout: float = 10.0
     refresh_margin_s: int = 300
     state_max_age_s: int = 600

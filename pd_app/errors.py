@@ -16,6 +16,7 @@ from .pipedrive.api import (
     DomainNotAllowed,
     GoalNotFound,
     OutcomeUnknown,
+    PipedriveCircuitOpen,
     PipedriveError,
     PipedriveForbidden,
     PipedriveRejected,
@@ -203,6 +204,13 @@ DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
     ),
     PipedriveUnavailable: Envelope(
         503, "upstream_unavailable", "Pipedrive is unavailable (maintenance).", "Retry later.", retry_after=5
+    ),
+    PipedriveCircuitOpen: Envelope(
+        503,
+        "upstream_unavailable",
+        None,
+        "Retry after the number of seconds in Retry-After; nothing was sent to Pipedrive.",
+        retry_after=10,
     ),
     OutcomeUnknown: Envelope(
         504,

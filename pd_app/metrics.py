@@ -17,7 +17,14 @@ import threading
 import time
 
 from flask import Flask, Response, current_app, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client import values as _values
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -79,6 +86,19 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.upstream_retries = Counter(
+            "pd_app_upstream_retries_total",
+            "Reads sent to Pipedrive again after a 502/503/504 or no answer",
+            ["op"],
+            registry=registry,
+        )
+        # Summed over the live workers: each has its own breakers (pipedrive/breaker.py).
+        self.breakers_open = Gauge(
+            "pd_app_upstream_breakers_open",
+            "Pipedrive hosts whose circuit breaker is open, counted in each worker process",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         # Label children by label tuple: a dict lookup instead of `.labels()` (which validates, stringifies
         # and takes a lock) on every request. Every key is from a closed set (endpoints, KNOWN_METHODS,
         # the status codes the app answers with, the ops and outcomes in the code), so these stay small.
@@ -88,6 +108,7 @@ class Metrics:
         self._cache_hit_children: dict[str, Counter] = {}
         self._token_children: dict[str, Counter] = {}
         self._refusal_children: dict[str, Counter] = {}
+        self._retry_children: dict[str, Counter] = {}
 
     def request_children(self, endpoint: str, method: str, status: int) -> tuple[Counter, Histogram]:
         key = (endpoint, method, status)
@@ -109,6 +130,12 @@ class Metrics:
         child = self._cache_hit_children.get(op)
         if child is None:
             child = self._cache_hit_children[op] = self.upstream_calls.labels(op, "cache_hit")
+        return child
+
+    def retry_child(self, op: str) -> Counter:
+        child = self._retry_children.get(op)
+        if child is None:
+            child = self._retry_children[op] = self.upstream_retries.labels(op)
         return child
 
 
@@ -158,6 +185,15 @@ def refused(reason: str) -> None:
 
 def cache_hit(op: str) -> None:
     current_app.extensions["pd_metrics"].cache_hit_child(op).inc()
+
+
+def upstream_retry(op: str) -> None:
+    current_app.extensions["pd_metrics"].retry_child(op).inc()
+
+
+def breakers_open(app: Flask, count: int) -> None:
+    """Called by the app's breakers (pipedrive/breaker.py) when one opens or closes, from any thread."""
+    app.extensions["pd_metrics"].breakers_open.set(count)
 
 
 def method_label(method: str) -> str:

@@ -782,7 +782,7 @@ def test_parallel_calls_are_all_counted(http, sandbox):
 
 
 # --- knobs on the API -----------------------------------------------------------------------------
-@pytest.mark.parametrize("status", [401, 402, 403, 404, 429, 500, 503])
+@pytest.mark.parametrize("status", [401, 402, 403, 404, 429, 500, 502, 503, 504])
 def test_forced_api_status_answers_the_next_calls(http, sandbox, status):
     ada = install(http, sandbox)
     sandbox.state.set_knobs(force_api_status={"status": status, "count": 2})
@@ -795,6 +795,20 @@ def test_forced_api_status_answers_the_next_calls(http, sandbox, status):
             assert int(forced.headers["Retry-After"]) > 0
     assert api(http, ada, "GET", "/goals/find").status_code == 200
     assert sandbox.state.knobs["force_api_status"] is None
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(503, 0), (503, 3600), (502, 7), (504, 1), (429, 5)])
+def test_forced_api_status_can_name_its_retry_after(http, sandbox, status, retry_after):
+    ada = install(http, sandbox)
+    sandbox.state.set_knobs(force_api_status={"status": status, "retry_after": retry_after})
+    forced = api(http, ada, "GET", "/goals/find")
+    assert forced.status_code == status and forced.headers["Retry-After"] == str(retry_after)
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_forced_gateway_errors_carry_no_retry_after_unless_asked(http, sandbox, status):
+    sandbox.state.set_knobs(force_api_status={"status": status})
+    assert "Retry-After" not in api(http, install(http, sandbox), "GET", "/goals/find").headers
 
 
 def test_forced_403_can_be_an_html_page(http, sandbox):
@@ -818,6 +832,9 @@ def test_api_delay_knob(http, sandbox):
         {"no_such_knob": 1},
         {"refresh_error": 418},
         {"force_api_status": {"status": 418}},
+        {"force_api_status": {"status": 503, "retry_after": -1}},
+        {"force_api_status": {"status": 503, "retry_after": "soon"}},
+        {"force_api_status": {"status": 503, "retry_after": 1.5}},
         {"daily_budget": -1},
         {"burst_limit": None},
     ],

@@ -21,6 +21,7 @@ import urllib3.exceptions
 
 from ..config import Settings
 from .allowlist import DomainAllowList
+from .breaker import Breakers
 
 if TYPE_CHECKING:
     from .oauth import OAuthClient
@@ -77,6 +78,15 @@ class UpstreamUnreachable(Exception):
         self.sent = sent
 
 
+class CircuitOpen(UpstreamUnreachable):
+    """The host's circuit breaker refused the call (breaker.py): nothing was sent. `retry_after` is the
+    cool-off left, in whole seconds."""
+
+    def __init__(self, host: str, retry_after: int) -> None:
+        super().__init__(f"circuit breaker open for {host}", sent=False)
+        self.retry_after = retry_after
+
+
 class UpstreamFailed(Exception):
     """Pipedrive answered a Goals call with an error. Subclasses say which; errors.py maps each to the
     contract's envelope. The message, when given, is Pipedrive's own (cut to 500 characters)."""
@@ -113,6 +123,10 @@ class PipedriveThrottled(UpstreamFailed):
 
 class PipedriveUnavailable(UpstreamFailed):
     """503 (maintenance), or no answer to a read: nothing happened, try again later."""
+
+
+class PipedriveCircuitOpen(PipedriveUnavailable):
+    """The company's Pipedrive host failed again and again: its breaker holds calls back; nothing was sent."""
 
 
 class OutcomeUnknown(UpstreamFailed):
@@ -265,9 +279,11 @@ class PipedriveClient:
         # api_domain -> its connection pool, so a call skips the manager's URL parsing and pool-key work
         # (about a fifth of urllib3's CPU per call, measured). Only the manager creates pools; this map is
         # bounded below the manager's own limit, so it never holds a pool the manager has closed.
-        self._host_pools: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
+        self._host_pools: dict[str, tuple[urllib3.HTTPConnectionPool, str, str]] = {}
         self._host_pools_guard = threading.Lock()
         self._oauth: OAuthClient | None = None
+        # API calls only: the token endpoint has its own guard (tokens/refresh.py).
+        self.breakers = Breakers(settings.breaker_failures, settings.breaker_cool_off_s)
 
     @property
     def oauth(self) -> OAuthClient:
@@ -303,9 +319,9 @@ class PipedriveClient:
         self.oauth.revoke(token, hint)
 
     # -- API ------------------------------------------------------------------------------------
-    def _host_pool(self, api_domain: str) -> tuple[urllib3.HTTPConnectionPool, str]:
-        """The api_domain's connection pool, and what goes before an API path on it: the domain's own path
-        (the sandbox lives under /sandbox) or, through a proxy, the whole absolute URL."""
+    def _host_pool(self, api_domain: str) -> tuple[urllib3.HTTPConnectionPool, str, str]:
+        """The api_domain's connection pool, what goes before an API path on it (the domain's own path, as
+        the sandbox lives under /sandbox, or through a proxy the whole absolute URL), and its host."""
         found = self._host_pools.get(api_domain)
         if found is None:
             with self._host_pools_guard:
@@ -319,7 +335,7 @@ class PipedriveClient:
                     # A forwarding proxy (http) takes the absolute URL; a tunnel (https) the path.
                     forwarded = manager is not self.pool and scheme == "http"
                     prefix = base if forwarded else urlsplit(base).path
-                    found = (manager.connection_from_url(api_domain), prefix)
+                    found = (manager.connection_from_url(api_domain), prefix, urlsplit(base).netloc)
                     self._host_pools[api_domain] = found
         return found
 
@@ -343,9 +359,9 @@ class PipedriveClient:
         json: Any = None,
     ) -> UpstreamResponse:
         """One API call, never retried here. Non-2xx answers are returned; no answer raises
-        `UpstreamUnreachable`."""
+        `UpstreamUnreachable`, and so does a refusal of the host's circuit breaker (`CircuitOpen`)."""
         self.check_domain(api_domain)
-        pool, prefix = self._host_pool(api_domain)
+        pool, prefix, host = self._host_pool(api_domain)
         url = prefix + path
         if params:
             url += "?" + urlencode(params)
@@ -354,6 +370,10 @@ class PipedriveClient:
         if json is not None:
             body = _json.dumps(json, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
+        verdict = self.breakers.admit(host)
+        if not verdict.go:
+            raise CircuitOpen(host, verdict.retry_after)
+        failed = True  # until an answer below 500 says otherwise, whatever ends the call
         try:
             resp = pool.urlopen(
                 method,
@@ -366,6 +386,9 @@ class PipedriveClient:
                 assert_same_host=False,
                 preload_content=True,
             )
+            failed = resp.status >= 500
         except urllib3.exceptions.HTTPError as exc:
             raise UpstreamUnreachable(type(exc).__name__, sent=maybe_sent(exc)) from None
+        finally:
+            self.breakers.record(host, failed=failed, probe=verdict.probe)
         return UpstreamResponse(resp.status, resp.data, resp.headers)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from typing import Any
 
@@ -22,7 +23,9 @@ from .. import metrics
 from ..auth import InstallationRef, installation_ref
 from ..pipedrive import client
 from ..pipedrive.api import (
+    CircuitOpen,
     OutcomeUnknown,
+    PipedriveCircuitOpen,
     PipedriveError,
     PipedriveUnauthorized,
     PipedriveUnavailable,
@@ -41,6 +44,7 @@ from .usage import usage
 log = logging.getLogger(__name__)
 
 UPSTREAM_RETRY_AFTER_S = 5
+RETRIED_STATUSES = frozenset({502, 503, 504})
 
 
 def forward(
@@ -101,14 +105,15 @@ def _forward_upstream(
     params: list[tuple[str, str]] | None,
     json_body: Any,
 ) -> tuple[bytes, int]:
+    deadline = time.monotonic() + client().settings.upstream_deadline_s
     token, refreshed = access_token(inst)
     if refreshed:
         inst = _read_again(inst)
-    resp = _send(op, method, inst, path, token, params, json_body)
+    resp = _send_retrying(deadline, op, method, inst, path, token, params, json_body)
     if resp.status == 401:
         token = refresh_installation(inst.id, seen_version=inst.version, force=True)
         inst = _read_again(inst)
-        resp = _send(op, method, inst, path, token, params, json_body)
+        resp = _send_retrying(deadline, op, method, inst, path, token, params, json_body)
         if resp.status == 401:
             raise PipedriveUnauthorized()
     usage().rate_limit_seen(inst.id, resp.headers)
@@ -118,6 +123,50 @@ def _forward_upstream(
     if not _is_json_object(resp.raw):
         raise PipedriveError("Pipedrive answered with a body that is not JSON.")
     return resp.raw, resp.status
+
+
+def _send_retrying(
+    deadline: float,
+    op: str,
+    method: str,
+    inst: InstallationRef,
+    path: str,
+    token: str,
+    params: list[tuple[str, str]] | None,
+    json_body: Any,
+) -> UpstreamResponse:
+    """`_send`; for a read that got 502/503/504 or no answer, up to UPSTREAM_RETRIES more attempts, each
+    after Pipedrive's Retry-After if it sent one, else a jittered backoff, and only while that wait and a
+    whole attempt still end before `deadline` (else the last answer stands, with its Retry-After). A write
+    is sent once: it may have arrived. An open breaker is not waited for: failing fast is its point."""
+    if method != "GET":
+        return _send(op, method, inst, path, token, params, json_body)
+    settings = client().settings
+    attempt = 0
+    while True:
+        failure: PipedriveUnavailable | None = None
+        try:
+            resp = _send(op, method, inst, path, token, params, json_body)
+        except PipedriveCircuitOpen:
+            raise
+        except PipedriveUnavailable as exc:  # no answer at all
+            failure, wait = exc, None
+        else:
+            if resp.status not in RETRIED_STATUSES:
+                return resp
+            wait = resp.retry_after
+        if wait is None:  # full jitter: uniform in [0, base x 2^attempt], capped
+            ceiling = min(settings.upstream_backoff_max_s, settings.upstream_backoff_s * 2**attempt)
+            wait = random.uniform(0, ceiling)
+        if attempt >= settings.upstream_retries or (
+            time.monotonic() + wait + settings.upstream_timeout > deadline
+        ):
+            if failure is not None:
+                raise failure
+            return resp
+        attempt += 1
+        metrics.upstream_retry(op)
+        time.sleep(wait)
 
 
 def _read_again(inst: InstallationRef) -> InstallationRef:
@@ -157,6 +206,13 @@ def _send(
         resp = client().call(method, inst.api_domain, path, token, params=params, json=json_body)
         outcome = str(resp.status)
         return resp
+    except CircuitOpen as exc:  # nothing was sent
+        outcome = "circuit_open"
+        ledger().refund(charge)
+        raise PipedriveCircuitOpen(
+            "Pipedrive failed several times in a row; the app is not calling it for a few seconds.",
+            retry_after=exc.retry_after,
+        ) from None
     except UpstreamUnreachable as exc:
         outcome = "unreachable"
         if not exc.sent:

@@ -23,7 +23,9 @@ FORCED_MESSAGES = {
     403: "Scope and URL mismatch",
     429: "Request over limit",
     500: "Internal server error",
+    502: "Bad gateway",
     503: "Service temporarily unavailable: scheduled maintenance",
+    504: "Gateway timeout",
 }
 FORBIDDEN_HTML = (
     "<html><head><title>403 Forbidden</title></head><body><center><h1>403 Forbidden</h1></center>"
@@ -82,7 +84,7 @@ def _forced_answer(forced: dict[str, Any]) -> Any:
     if status == 404:
         return api_error(404, "Not found")
     response, _ = coded_error(status, FORCED_MESSAGES[status])
-    if status in (429, 503):
+    if status in (429, 503) or "retry_after" in forced:
         response.headers["Retry-After"] = str(forced.get("retry_after", 2 if status == 429 else 30))
     return response, status
 

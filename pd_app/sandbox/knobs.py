@@ -12,12 +12,12 @@ KNOB_DEFAULTS: dict[str, Any] = {
     "refresh_error": None,  # None | "invalid_grant" | 500 | "timeout"
     "hang_s": 30.0,  # how long refresh_error="timeout" sleeps
     "api_domain_override": None,  # returned as api_domain instead of settings.base_url
-    "force_api_status": None,  # {"status": 401, "count": 1, "html": false}
+    "force_api_status": None,  # {"status": 401, "count": 1, "html": false, "retry_after": 30}
     "api_delay_s": 0.0,  # sleep before each API call
     "daily_budget": None,  # tokens per company per day instead of 30,000 x seats
     "burst_limit": DEFAULT_BURST_LIMIT,  # requests per access token per rolling 2 s
 }
-FORCEABLE_STATUSES = (401, 402, 403, 404, 429, 500, 503)
+FORCEABLE_STATUSES = (401, 402, 403, 404, 429, 500, 502, 503, 504)
 
 
 def check_knob(name: str, value: Any) -> None:
@@ -31,6 +31,8 @@ def check_knob(name: str, value: Any) -> None:
             raise ValueError(f"force_api_status.status must be one of {FORCEABLE_STATUSES}")
         if not isinstance(value.get("count", 1), int) or value.get("count", 1) < 1:
             raise ValueError("force_api_status.count must be a positive integer")
+        if "retry_after" in value and not _non_negative(value["retry_after"], (int,)):
+            raise ValueError("force_api_status.retry_after must be a non-negative integer (seconds)")
     if name in ("token_delay_s", "api_delay_s", "hang_s") and not _non_negative(value, (int, float)):
         raise ValueError(f"{name} must be a non-negative number of seconds")
     if name == "burst_limit" and not _non_negative(value, (int,)):
