@@ -359,6 +359,33 @@ def test_expired_keys_are_purged_now_and_then_on_keyed_writes(app, client, key, 
         assert idempotency_store().purge() == 0
 
 
+# -- the document ------------------------------------------------------------------------------------------
+def test_the_document_names_the_header_and_its_answers(client):
+    doc = client.get("/api/openapi.json").get_json()
+    parameter = doc["components"]["parameters"]["IdempotencyKey"]
+    assert parameter["in"] == "header" and parameter["name"] == "Idempotency-Key"
+    assert parameter["required"] is False
+    assert parameter["schema"]["minLength"] == 1 and parameter["schema"]["maxLength"] == 255
+    writes = [
+        doc["paths"][GOALS]["post"],
+        doc["paths"][f"{GOALS}/{{id}}"]["put"],
+        doc["paths"][f"{GOALS}/{{id}}"]["delete"],
+    ]
+    for operation in writes:
+        assert {"$ref": "#/components/parameters/IdempotencyKey"} in operation["parameters"]
+        assert "Idempotent-Replayed" in operation["responses"]["200"]["headers"]
+        assert {"409", "422"} <= set(operation["responses"])
+    for path, method in ((f"{GOALS}/find", "get"), (f"{GOALS}/{{id}}/results", "get")):
+        parameters = doc["paths"][path][method].get("parameters", [])
+        assert {"$ref": "#/components/parameters/IdempotencyKey"} not in parameters
+        assert "422" not in doc["paths"][path][method]["responses"]
+    conflict = doc["components"]["responses"]["Conflict"]
+    assert "idempotency_key_in_progress" in conflict["description"] and "Retry-After" in conflict["headers"]
+    assert "idempotency_key_reused" in doc["components"]["responses"]["IdempotencyKeyReused"]["description"]
+    codes = doc["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
+    assert {"idempotency_key_reused", "idempotency_key_in_progress"} <= set(codes)
+
+
 # -- under real gunicorn: 2 workers, one database ----------------------------------------------------------
 @pytest.fixture
 def served(
