@@ -359,7 +359,28 @@ def test_expired_keys_are_purged_now_and_then_on_keyed_writes(app, client, key, 
         assert idempotency_store().purge() == 0
 
 
-# -- the document ------------------------------------------------------------------------------------------
+# -- browsers and the document ---------------------------------------------------------------------------
+def test_a_browser_may_send_the_key_and_read_the_replay_header(app, client, key, sandbox):
+    dash = "https://dash.example.com"
+    args = ["keys", "create", "--company-id", str(COMPANY), "--name", "dash", "--scope", "full"]
+    result = app.test_cli_runner().invoke(args=[*args, "--origin", dash])
+    browser_key = result.stdout.strip().splitlines()[-1]
+    preflight = client.options(
+        GOALS,
+        headers={
+            "Origin": dash,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-api-token, content-type, idempotency-key",
+        },
+    )
+    assert "idempotency-key" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    client.post(GOALS, json=GOAL, headers={**headers(browser_key), "Origin": dash})
+    again = client.post(GOALS, json=GOAL, headers={**headers(browser_key), "Origin": dash})
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Access-Control-Allow-Origin"] == dash
+    assert "Idempotent-Replayed" in again.headers["Access-Control-Expose-Headers"]
+
+
 def test_the_document_names_the_header_and_its_answers(client):
     doc = client.get("/api/openapi.json").get_json()
     parameter = doc["components"]["parameters"]["IdempotencyKey"]
