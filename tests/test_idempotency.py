@@ -483,7 +483,7 @@ def test_a_replay_comes_from_another_worker(served, sandbox):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find workers")
 def test_another_worker_sees_the_first_request_running(served, sandbox):
     server, api_key, app = served
-    sandbox.set_knobs(api_delay_s=1.0)
+    sandbox.set_knobs(api_delay_s=2.0)
     first_conn = Connection(server)
     first: dict[str, object] = {}
 
@@ -495,8 +495,11 @@ def test_another_worker_sees_the_first_request_running(served, sandbox):
     thread.start()
     try:
         wait_until(lambda: records(app), 5, what="the first request's claim")
+        # Past its short transactions and waiting on the slow sandbox: stopped there, it holds no database
+        # lock, and its request stays claimed for as long as it is stopped.
+        time.sleep(0.3)
         first_worker = first_conn.worker()
-        os.kill(first_worker, signal.SIGSTOP)  # its request stays in flight, claimed
+        os.kill(first_worker, signal.SIGSTOP)
         try:
             other = Connection(server)
             status, hdrs, body = other.send("POST", GOALS, api_key, "slow", GOAL)
