@@ -26,6 +26,7 @@ from .pipedrive.api import (
     UpstreamFailed,
 )
 from .proxy.budget import BudgetExhausted
+from .proxy.idempotency import IdempotencyKeyInProgress, IdempotencyKeyReused, InvalidIdempotencyKey
 from .proxy.keylimit import KeyRateLimited
 from .proxy.throttle import InstallationThrottled
 from .tokens.cipher import TokenDecryptError
@@ -219,6 +220,26 @@ DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
         "Check with GET /api/v1/goals/find before retrying.",
     ),
     PipedriveError: Envelope(502, "upstream_error", None, "Retry later."),
+    InvalidIdempotencyKey: Envelope(
+        400,
+        "validation_failed",
+        None,
+        "Send 1 to 255 printable ASCII characters in `Idempotency-Key` (a UUID is a good choice), or leave "
+        "the header out.",
+    ),
+    IdempotencyKeyReused: Envelope(
+        422,
+        "idempotency_key_reused",
+        "This Idempotency-Key was used for a different request (method, path or body) in the last 24 hours.",
+        "Send a new key with a new request; repeat a key only to repeat the same request.",
+    ),
+    IdempotencyKeyInProgress: Envelope(
+        409,
+        "idempotency_key_in_progress",
+        "The first request with this Idempotency-Key is still running.",
+        "Send it again after the number of seconds in Retry-After to get its answer.",
+        retry_after=1,
+    ),
     # The app's own database: down, restarting, or every pooled connection busy.
     OperationalError: _DATABASE_DOWN,
     InterfaceError: _DATABASE_DOWN,
@@ -249,6 +270,8 @@ def as_api_error(exc: Exception) -> ApiError:
     details = None
     if isinstance(exc, PipedriveRejected):
         details = [{"field": "body", "message": message, "code": "upstream_rejected"}]
+    elif isinstance(exc, InvalidIdempotencyKey):
+        details = [exc.detail]
     return ApiError(
         getattr(exc, "status", None) or spec.status,
         spec.code,

@@ -9,9 +9,10 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
+from ..proxy import idempotency
 from .fields import GoalId
 from .models import AddGoalRequest, FindGoalsQuery, GoalResultsQuery, QueryModel, UpdateGoalRequest
-from .responses import ERROR_RESPONSES, RESPONSE_SCHEMAS, RETRY_AFTER, VALIDATION_EXAMPLE
+from .responses import ERROR_RESPONSES, IDEMPOTENT_REPLAYED, RESPONSE_SCHEMAS, RETRY_AFTER, VALIDATION_EXAMPLE
 
 REF = "#/components/schemas/{model}"
 
@@ -99,7 +100,7 @@ def _error_responses() -> dict[str, Any]:
             "description": f"{when} `code`: {', '.join(codes)}.",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
-        if status in ("429", "503"):
+        if status in ("409", "429", "503"):
             response["headers"] = RETRY_AFTER
         if status == "400":
             response["content"]["application/json"]["example"] = VALIDATION_EXAMPLE
@@ -122,6 +123,12 @@ def _operation(
     return operation
 
 
+def _takes_idempotency_key(operation: dict[str, Any]) -> None:
+    """A write takes `Idempotency-Key`, and a replayed answer says so."""
+    operation["parameters"] = [{"$ref": "#/components/parameters/IdempotencyKey"}]
+    operation["responses"]["200"]["headers"] = IDEMPOTENT_REPLAYED
+
+
 def openapi_document(public_url: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of /api, served at `/api/openapi.json`."""
     refs, top = models_json_schema(
@@ -134,7 +141,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
 
     goal_id = {"$ref": "#/components/parameters/GoalId"}
     reads = ("400", "401", "402", "403", "409", "429", "500", "502", "503")
-    writes = reads + ("504",)  # only a write can leave its outcome unknown
+    writes = reads + ("422", "504")  # only a write takes an Idempotency-Key or can leave its outcome unknown
     body_errors = ("413", "415")
 
     def body(model: type, example: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -213,6 +220,12 @@ def openapi_document(public_url: str) -> dict[str, Any]:
             }
         },
     }
+    for path, method in (
+        ("/api/v1/goals", "post"),
+        ("/api/v1/goals/{id}", "put"),
+        ("/api/v1/goals/{id}", "delete"),
+    ):
+        _takes_idempotency_key(paths[path][method])
     return {
         "openapi": "3.1.0",
         "info": {
@@ -238,7 +251,24 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                     "required": True,
                     "description": "The goal's id (Pipedrive's goal ids are strings).",
                     "schema": TypeAdapter(GoalId).json_schema(),
-                }
+                },
+                "IdempotencyKey": {
+                    "in": "header",
+                    "name": idempotency.HEADER,
+                    "required": False,
+                    "description": "Makes a write safe to send again: the same key from the same "
+                    "credential with the same method, path and body within 24 hours gets the first answer "
+                    "again (any status, with `Idempotent-Replayed: true`) and sends nothing to Pipedrive. "
+                    "Another request with a used key: 422 `idempotency_key_reused`; while the first is "
+                    "running: 409 `idempotency_key_in_progress`. A new UUID per intended change is a good "
+                    "choice.",
+                    "schema": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": idempotency.MAX_KEY_LENGTH,
+                        "pattern": idempotency.KEY_PATTERN,
+                    },
+                },
             },
             "responses": _error_responses(),
             "securitySchemes": {

@@ -25,9 +25,17 @@ _ERROR_DOCS = {
     403: ("Forbidden", "The credential may not do this, or the installation lacks a scope."),
     404: ("NotFound", "No such goal."),
     405: ("MethodNotAllowed", "The path does not take this method."),
-    409: ("NotInstalled", "The app is not installed for the credential's company and user."),
+    409: (
+        "Conflict",
+        "The app is not installed for the credential's company and user, or (a write) the first request with "
+        "this `Idempotency-Key` is still running: send it again after `Retry-After` seconds.",
+    ),
     413: ("PayloadTooLarge", "The request body is too large."),
     415: ("UnsupportedMediaType", "The body is not `application/json`."),
+    422: (
+        "IdempotencyKeyReused",
+        "The `Idempotency-Key` was used for a different request (method, path or body) in the last 24 hours.",
+    ),
     429: (
         "RateLimited",
         "Over the credential's own limit or held back by Pipedrive's throttle (`rate_limited`), or the "
@@ -52,6 +60,13 @@ ERROR_RESPONSES = {
 }
 RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+}
+IDEMPOTENT_REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` on the stored answer to an earlier request with the same `Idempotency-Key` "
+        "(any status): nothing was sent to Pipedrive this time.",
+        "schema": {"type": "string", "const": "true"},
+    }
 }
 
 _SERVICE_ENVELOPE = {

@@ -1,8 +1,8 @@
 """The Pipedrive-compatible proxy under /api: its views (`views`), forwarding a request upstream
-(`forward`), the goals read cache (`cache`), CORS for partner keys (`cors`), the bookkeeping kept off the
-hot path (`usage`), and the rules that guard each company's Pipedrive budget: per-credential limits
-(`keylimit`), the daily ledger (`budget`), Pipedrive's throttle (`throttle`), one call for identical
-concurrent reads (`flight`)."""
+(`forward`), the goals read cache (`cache`), CORS for partner keys (`cors`), idempotency keys on writes
+(`idempotency`), the bookkeeping kept off the hot path (`usage`), and the rules that guard each company's
+Pipedrive budget: per-credential limits (`keylimit`), the daily ledger (`budget`), Pipedrive's throttle
+(`throttle`), one call for identical concurrent reads (`flight`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     # Imported here, not at the top: auth.py (which the views use) notes key use through `usage`.
-    from . import budget, cache, cors, flight, keylimit, usage, views
+    from . import budget, cache, cors, flight, idempotency, keylimit, usage, views
 
     usage.init_app(app)
     budget.init_app(app)
@@ -19,4 +19,5 @@ def init_app(app: Flask) -> None:
     flight.init_app(app)
     cache.init_app(app)
     cors.init_app(app)
+    idempotency.init_app(app)
     views.init_app(app)

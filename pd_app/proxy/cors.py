@@ -14,8 +14,8 @@ from sqlalchemy import select
 from ..db import get_session
 from ..models import PartnerKey
 
-ALLOWED_HEADERS = "x-api-token, authorization, content-type"
-EXPOSED_HEADERS = "Retry-After"
+ALLOWED_HEADERS = "x-api-token, authorization, content-type, idempotency-key"
+EXPOSED_HEADERS = "Retry-After, Idempotent-Replayed"
 MAX_AGE_S = "600"
 
 

@@ -16,6 +16,7 @@ from ..models import Installation, KeyScope
 from ..tokens.store import NotInstalled, ensure_installed, expires_in_s
 from .budget import ledger
 from .forward import forward
+from .idempotency import idempotent
 from .keylimit import key_limits
 from .usage import usage
 
@@ -116,6 +117,18 @@ def _server_timing(response: Response) -> Response:
     return response
 
 
+def _write(
+    principal: Principal,
+    inst: InstallationRef | None,
+    op: str,
+    method: str,
+    path: str,
+    payload: object = None,
+) -> Response:
+    """A write forwarded under the request's Idempotency-Key, if any (idempotency.py)."""
+    return idempotent(principal, lambda: _proxied(forward(inst, op, method, path, json_body=payload)))
+
+
 @bp.get("/v1/goals/find")
 def find_goals():
     _principal, inst = _caller(KeyScope.READ)
@@ -133,24 +146,24 @@ def goal_results(goal_id: str):
 
 @bp.post("/v1/goals")
 def add_goal():
-    _principal, inst = _caller(KeyScope.FULL)
+    principal, inst = _caller(KeyScope.FULL)
     payload = _validated(goals.validate_add, _json_body())
-    return _proxied(forward(inst, "add", "POST", "/api/v1/goals", json_body=payload))
+    return _write(principal, inst, "add", "POST", "/api/v1/goals", payload)
 
 
 @bp.put("/v1/goals/<goal_id>")
 def update_goal(goal_id: str):
-    _principal, inst = _caller(KeyScope.FULL)
+    principal, inst = _caller(KeyScope.FULL)
     goal_id = _validated(goals.validate_goal_id, goal_id)
     payload = _validated(goals.validate_update, goal_id, _json_body())
-    return _proxied(forward(inst, "update", "PUT", f"/api/v1/goals/{goal_id}", json_body=payload))
+    return _write(principal, inst, "update", "PUT", f"/api/v1/goals/{goal_id}", payload)
 
 
 @bp.delete("/v1/goals/<goal_id>")
 def delete_goal(goal_id: str):
-    _principal, inst = _caller(KeyScope.FULL)
+    principal, inst = _caller(KeyScope.FULL)
     goal_id = _validated(goals.validate_goal_id, goal_id)
-    return _proxied(forward(inst, "delete", "DELETE", f"/api/v1/goals/{goal_id}"))
+    return _write(principal, inst, "delete", "DELETE", f"/api/v1/goals/{goal_id}")
 
 
 @bp.get("/v1/app/installation")
