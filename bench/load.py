@@ -52,11 +52,14 @@ class LoadResult:
 
 class ClientConnection(asyncio.Protocol):
     """One keep-alive connection: `request()` writes a request and resolves to (status, closing) with the
-    whole answer read."""
+    whole answer read. With `keep_body` (a subclass's class attribute) the answer's body is left in `body`."""
+
+    keep_body = False
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
+        self.body = b""
         self.waiter: asyncio.Future | None = None
         self.status = 0
         self.need = -1  # bytes of the answer still to read (head parsed), or -1 before the head
@@ -97,6 +100,8 @@ class ClientConnection(asyncio.Protocol):
             self.closing = b"\r\nconnection: close" in head
             self.need = length
         if len(self.buffer) >= self.need:
+            if self.keep_body:
+                self.body = bytes(self.buffer[: self.need])
             del self.buffer[: self.need]
             self.need = -1
             waiter, self.waiter = self.waiter, None

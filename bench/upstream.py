@@ -1,6 +1,6 @@
 """A stand-in for Pipedrive's API for the benchmark: stdlib asyncio, HTTP/1.1 keep-alive, fixed answers.
 
-    python bench/upstream.py [--port 0] [--latency-ms 0]
+    python bench/upstream.py [--port 0] [--latency-ms 0] [--goals 3]
 
 Prints `listening on http://127.0.0.1:PORT` once it accepts connections. One process, one event loop: it
 answers thousands of requests per second on one core (the Flask sandbox tops out near 600/s), so it is not
@@ -9,14 +9,17 @@ so any number of calls can wait at once.
 
 API (what pd_app calls; the bearer token is required but not checked):
     GET /api/v1/goals/find            {"success": true, "data": {"goals": [3 goals]}, "additional_data": ...}
-    GET /api/v1/goals/<id>/results    one goal with its progress
+    GET /api/v1/goals/<id>/results    that goal (or the first, for an unknown id) with its progress
     GET /api/v1/users/me              a user of company 1001
 with Pipedrive's rate-limit headers (x-ratelimit-limit/remaining/reset, x-daily-requests-left).
 
 Control (answered at once, never delayed):
-    GET /_stats                       {"requests", "by_path", "in_flight", "peak_in_flight", "latency_ms"}
+    GET /_stats                       {"requests", "by_path", "by_operation", "in_flight", "peak_in_flight",
+                                       "latency_ms", "goals"}; by_operation names platform.md's operations
+                                       (find, results, add, update, delete, users_me; else "other")
     GET /_stats/reset                 zero the counters and the peak, then answer like /_stats
     GET /_latency?ms=100              set the added latency of API answers
+    GET /_goals?n=3                   how many goals find returns (1-99)
 """
 
 from __future__ import annotations
@@ -29,11 +32,19 @@ import time
 from collections import deque
 from urllib.parse import parse_qs
 
-GOALS = [
-    {
-        "id": f"5665cef556ddff22606fc8f6c000480{n}",
+GOAL_KINDS = [
+    ("Deals won this quarter", "deals_won", "quarterly", 40),
+    ("New deals every week", "deals_started", "weekly", 25),
+    ("Deals moved to proposal", "deals_progressed", "monthly", 60),
+]
+
+
+def goal(n: int) -> dict:
+    title, kind, interval, target = GOAL_KINDS[n % len(GOAL_KINDS)]
+    return {
+        "id": f"5665cef556ddff22606fc8f6c00048{n:02d}",
         "owner_id": 2001,
-        "title": title,
+        "title": title if n < len(GOAL_KINDS) else f"{title} #{n}",
         "type": {"name": kind, "params": {"pipeline_id": [1, 2]}},
         "assignee": {"type": "person", "id": 2001},
         "interval": interval,
@@ -42,30 +53,29 @@ GOALS = [
         "is_active": True,
         "report_ids": [f"f37bd66a2ab64d28ff6a9b6d228981{n}a"],
     }
-    for n, (title, kind, interval, target) in enumerate(
-        [
-            ("Deals won this quarter", "deals_won", "quarterly", 40),
-            ("New deals every week", "deals_started", "weekly", 25),
-            ("Deals moved to proposal", "deals_progressed", "monthly", 60),
-        ]
-    )
-]
-FIND_BODY = json.dumps(
-    {
-        "success": True,
-        "statusCode": 20000,
-        "statusText": "OK",
-        "service": "statistics-goals-api",
-        "data": {"goals": GOALS},
-        "additional_data": {"pagination": {"start": 0, "limit": 100, "more_items_in_collection": False}},
-    }
-).encode()
-RESULTS_BODY = json.dumps(
-    {
-        "success": True,
-        "data": {"goal": GOALS[0], "progress": 17, "period": {"start": "2026-01-01", "end": "2026-03-31"}},
-    }
-).encode()
+
+
+def find_body(goals: list[dict]) -> bytes:
+    return json.dumps(
+        {
+            "success": True,
+            "statusCode": 20000,
+            "statusText": "OK",
+            "service": "statistics-goals-api",
+            "data": {"goals": goals},
+            "additional_data": {"pagination": {"start": 0, "limit": 100, "more_items_in_collection": False}},
+        }
+    ).encode()
+
+
+def results_body(one: dict) -> bytes:
+    period = {"start": "2026-01-01", "end": "2026-03-31"}
+    return json.dumps({"success": True, "data": {"goal": one, "progress": 17, "period": period}}).encode()
+
+
+GOALS = [goal(n) for n in range(3)]
+FIND_BODY = find_body(GOALS)
+RESULTS_BODY = results_body(GOALS[0])
 ME_BODY = json.dumps(
     {
         "success": True,
@@ -87,14 +97,42 @@ REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Fou
 MAX_HEAD = 64 * 1024
 
 
+# platform.md's cost table: Pipedrive API tokens per call of each operation.
+TOKEN_COST = {"find": 20, "results": 20, "add": 10, "update": 10, "delete": 6, "users_me": 2}
+
+
+def operation(method: str, path: str) -> str:
+    """The operation of platform.md's cost table that a call is, or "other"."""
+    if path == "/api/v1/users/me":
+        return "users_me" if method == "GET" else "other"
+    if path == "/api/v1/goals/find":
+        return "find" if method == "GET" else "other"
+    if path == "/api/v1/goals":
+        return "add" if method == "POST" else "other"
+    if path.startswith("/api/v1/goals/"):
+        rest = path[len("/api/v1/goals/") :]
+        if rest.endswith("/results") and "/" not in rest[: -len("/results")]:
+            return "results" if method == "GET" else "other"
+        if rest and "/" not in rest:
+            return {"PUT": "update", "DELETE": "delete"}.get(method, "other")
+    return "other"
+
+
 class Stats:
-    def __init__(self, latency_ms: float) -> None:
+    def __init__(self, latency_ms: float, goals: int = 3) -> None:
         self.latency = latency_ms / 1000
+        self.set_goals(goals)
         self.reset()
+
+    def set_goals(self, n: int) -> None:
+        self.goals = [goal(i) for i in range(n)]
+        self.find_body = find_body(self.goals)
+        self.results_bodies = {g["id"]: results_body(g) for g in self.goals}
 
     def reset(self) -> None:
         self.requests = 0
         self.by_path: dict[str, int] = {}
+        self.by_operation: dict[str, int] = {}
         self.in_flight = 0
         self.peak_in_flight = 0
         self.daily_left = 10_000_000
@@ -104,9 +142,11 @@ class Stats:
             {
                 "requests": self.requests,
                 "by_path": self.by_path,
+                "by_operation": self.by_operation,
                 "in_flight": self.in_flight,
                 "peak_in_flight": self.peak_in_flight,
                 "latency_ms": self.latency * 1000,
+                "goals": len(self.goals),
             }
         ).encode()
 
@@ -179,14 +219,17 @@ class Upstream(asyncio.Protocol):
             return self._control(path, query), b""
         self.stats.requests += 1
         self.stats.by_path[path] = self.stats.by_path.get(path, 0) + 1
+        op = operation(method, path)
+        self.stats.by_operation[op] = self.stats.by_operation.get(op, 0) + 1
         if method != "GET":
             return response(404, NOT_FOUND), b""
         if not auth:
             return response(401, UNAUTHORIZED), b""
-        if path == "/api/v1/goals/find":
-            return None, FIND_BODY
-        if path.startswith("/api/v1/goals/") and path.endswith("/results"):
-            return None, RESULTS_BODY
+        if op == "find":
+            return None, self.stats.find_body
+        if op == "results":
+            goal_id = path[len("/api/v1/goals/") : -len("/results")]
+            return None, self.stats.results_bodies.get(goal_id, RESULTS_BODY)
         if path == "/api/v1/users/me":
             return None, ME_BODY
         return response(404, NOT_FOUND), b""
@@ -197,6 +240,8 @@ class Upstream(asyncio.Protocol):
             stats.reset()
         elif path == "/_latency":
             stats.latency = float(parse_qs(query).get("ms", ["0"])[0]) / 1000
+        elif path == "/_goals":
+            stats.set_goals(max(1, min(99, int(parse_qs(query).get("n", ["3"])[0]))))
         elif path != "/_stats":
             return response(404, NOT_FOUND)
         return response(200, stats.as_json())
@@ -238,8 +283,8 @@ class Upstream(asyncio.Protocol):
             self.transport = None
 
 
-async def serve(host: str, port: int, latency_ms: float) -> None:
-    stats = Stats(latency_ms)
+async def serve(host: str, port: int, latency_ms: float, goals: int = 3) -> None:
+    stats = Stats(latency_ms, goals)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Upstream(stats), host, port, backlog=4096, reuse_address=True)
     bound = server.sockets[0].getsockname()
@@ -258,12 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added latency of every API answer")
+    parser.add_argument("--goals", type=int, default=3, help="how many goals find returns (1-99)")
     parser.add_argument("--max-seconds", type=float, default=3600, help="stop by itself after this long")
     args = parser.parse_args(argv)
 
     async def run() -> None:
         try:
-            await asyncio.wait_for(serve(args.host, args.port, args.latency_ms), args.max_seconds)
+            await asyncio.wait_for(
+                serve(args.host, args.port, args.latency_ms, max(1, min(99, args.goals))), args.max_seconds
+            )
         except TimeoutError:
             pass
 
