@@ -382,6 +382,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         database_url = prepare_database(args.database, workdir)
         args.backend = database_url.split(":", 1)[0].split("+", 1)[0]
         environ = app_environ(database_url, upstream.url)
+        if args.redis:
+            import redis
+
+            redis.Redis.from_url(args.redis).flushdb()  # no cache entries or locks left from an earlier run
+            environ["REDIS_URL"] = args.redis
         keys = partner_keys(environ, upstream.url, 1 if args.shared_key else args.screens)
         if args.shared_key:
             keys = keys * args.screens
@@ -419,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shared-key", action="store_true", help="one partner key for every screen (default: one each)"
     )
+    parser.add_argument("--redis", default=None, help="REDIS_URL for the app, e.g. redis://127.0.0.1:6379/14")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
     if args.screens < 1 or not 1 <= args.goals <= 99 or args.poll <= 0 or args.duration <= 0:

@@ -80,13 +80,23 @@ def forward(
                 metrics.cache_hit(op)
                 g.pd_cache = "hit"
                 return hit, 200
-        (body, status), shared = flights().run(
-            cache_key, lambda: _forward_upstream(inst, op, method, path, params, None)
-        )
+
+        def lead() -> tuple[bytes, int]:
+            # The one call for this read. It files its answer in the cache before the others waiting on it
+            # are let go, so a read that arrives in between finds the answer instead of calling again.
+            if cache.enabled and use_cache:
+                hit = _cache_call(cache.get, cache_key)  # filled while this one waited for its turn
+                if hit is not None:
+                    g.pd_cache = "hit"
+                    return hit, 200
+            body, status = _forward_upstream(inst, op, method, path, params, None)
+            if cache.enabled and status == 200:
+                _cache_call(cache.put, cache_key, body)
+            return body, status
+
+        (body, status), shared = flights().run(cache_key, lead)
         if shared:
             g.pd_cache = "shared"
-        elif cache.enabled and status == 200:
-            _cache_call(cache.put, cache_key, body)
         return body, status
     # A write invalidates the company's cached reads before it goes out and again once it has an outcome of
     # any kind: a read racing the write, or a write that timed out but happened, must not stay cached.
