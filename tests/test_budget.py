@@ -222,16 +222,35 @@ def test_two_processes_never_spend_more_than_the_cap_together(engine, app):
 
 def test_claims_are_chunks_and_writes_are_rare(engine, app):
     with app.app_context():
-        book = _ledger(engine, cap=10_000, chunk=200)
+        book = _ledger(engine, cap=100_000, chunk=200)
         for _ in range(10):
-            book.charge(7, "find")  # 10 x 20 = one chunk
+            book.charge(7, "find")  # 10 x 20 = the first chunk
         row = _row(engine)
         assert row is not None and row.reserved == 200 and row.spent == 0  # one claim, nothing settled yet
         book.charge(7, "find")
-        assert _row(engine).reserved == 400
+        assert _row(engine).reserved == 600  # a busy process claims twice as much the next time
+        for _ in range(20):
+            book.charge(7, "find")  # 31 x 20 = 620: a third claim, of 800
+        assert _row(engine).reserved == 1400
         book.settle()
     row = _row(engine)
-    assert row.spent == 220 and row.reserved == 220  # the unused 180 went back
+    assert row.spent == 620 and row.reserved == 620  # the unused 780 went back
+    with app.app_context():
+        book.charge(7, "find")  # after a settle, chunks start small again
+    assert _row(engine).reserved == 820
+
+
+def test_a_chunk_that_does_not_fit_under_the_cap_is_not_taken(engine, app):
+    with app.app_context():
+        book = _ledger(engine, cap=250, chunk=200)
+        for _ in range(12):
+            try:
+                book.charge(7, "find")
+            except Exception:  # noqa: BLE001
+                break
+        book.settle()
+    row = _row(engine)
+    assert row.spent == 240 and row.reserved == 240  # 12 finds fit in 250: 200 + 20 + 20, then none
 
 
 def test_a_call_that_never_left_is_refunded(engine, app):

@@ -6,13 +6,14 @@ from the platform's table, before it is sent; over the cap the call is refused a
 
 The ledger lives in the database (`budget_days`), one row per company and day, so that every process on
 every host counts against one total, without a write per call:
-- a process *claims* tokens from the row in chunks (`reserved` grows by CHUNK, only while it stays within the
-  cap) and spends them from memory; near the cap it claims one call's cost at a time, so the cap is never
-  passed (the contract allows one call per process over it; this ledger does not use that slack);
+- a process *claims* tokens from the row in chunks (`reserved` grows by CHUNK, doubled at each further claim
+  between two settles up to MAX_CHUNK, so a busy process writes rarely; only while it stays within the cap)
+  and spends them from memory; near the cap it claims one call's cost at a time, so the cap is never passed
+  (the contract allows one call per process over it; this ledger does not use that slack);
 - its flush (usage.py's thread, every few seconds, and before the budget is shown) *settles*: `spent` grows
   by what was used and `reserved` gives back what was not. Until then another process may be refused while
   tokens it could have used sit unspent in this one's claim: at most one chunk per process, for one flush
-  interval, and only in the last chunks before the cap.
+  interval, and only in the last chunks before the cap (a chunk that does not fit is not taken).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 # Pipedrive API tokens per call (platform.md's tables).
 COSTS: dict[str, int] = {"find": 20, "results": 20, "add": 10, "update": 10, "delete": 6, "users_me": 2}
-CHUNK = 200  # tokens a process claims at once: ten reads
+CHUNK = 200  # tokens a process claims at first: ten reads
+MAX_CHUNK = 3200
 
 
 class BudgetExhausted(Exception):
@@ -56,6 +58,7 @@ def next_midnight(now: datetime) -> datetime:
 class _Claim:
     claimed: int = 0  # tokens this process took from the row's `reserved` since its last settle
     used: int = 0  # of those, what calls cost
+    claims: int = 0  # how many times it took some: each next chunk is twice the last
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,10 @@ class Ledger:
                 metrics.tokens_spent(op, cost)
                 return Charge(company_id, day, cost)
         self.on_use()
-        claimed = self._claim(company_id, day, cost)  # a database write, about once per CHUNK tokens
+        with self._lock:
+            earlier = self._claims.get((company_id, day))
+            chunk = min(MAX_CHUNK, self.chunk * 2 ** (earlier.claims if earlier else 0))
+        claimed = self._claim(company_id, day, cost, chunk)  # a database write, once per chunk
         if not claimed:
             metrics.refused("budget_exhausted")
             raise BudgetExhausted(company_id, self.cap, next_midnight(now))
@@ -97,6 +103,7 @@ class Ledger:
             claim = self._claims.setdefault((company_id, day), _Claim())
             claim.claimed += claimed
             claim.used += cost
+            claim.claims += 1
         metrics.tokens_spent(op, cost)
         return Charge(company_id, day, cost)
 
@@ -130,12 +137,12 @@ class Ledger:
             claim.used -= charge.cost
 
     # -- claims and settling -----------------------------------------------------------------------------
-    def _claim(self, company_id: int, day: date, cost: int) -> int:
+    def _claim(self, company_id: int, day: date, cost: int, chunk: int) -> int:
         """Take tokens from the company's row for the day: a chunk if it fits under the cap, else one call's
         cost if that fits, else nothing. Returns how many were taken."""
         if self.cap and cost > self.cap:
             return 0
-        amounts = (max(self.chunk, cost), cost) if self.cap else (max(self.chunk, cost),)
+        amounts = (max(chunk, cost), cost) if self.cap else (max(chunk, cost),)
         row = (BudgetDay.company_id == company_id) & (BudgetDay.day == day)
         with Session(self.engine) as session:
             for _attempt in range(3):  # each retry follows another process's insert or claim
