@@ -127,7 +127,8 @@ def test_without_redis_identical_reads_share_a_call_per_worker(
 ):
     server, key = serve()
     warm_up(server.url, key, sandbox_process)
-    sandbox_process.knobs(api_delay_s=1.0)
+    # Long enough that all twenty reach the app while the first call is out, even on a busy machine.
+    sandbox_process.knobs(api_delay_s=3.0)
     outcomes = burst(server.url, key, [FIND] * 20)
     assert tally(outcomes) == {200: 20}
     assert 1 <= len(sandbox_process.calls(FIND)) <= 2  # at most one per worker
@@ -142,7 +143,8 @@ def test_with_redis_identical_reads_share_one_call_across_workers(
     redis.Redis.from_url(redis_url).flushdb()
     server, key = serve(REDIS_URL=redis_url, GOALS_CACHE_TTL="0")
     warm_up(server.url, key, sandbox_process)
-    sandbox_process.knobs(api_delay_s=1.0)
+    # Long enough that all twenty reach the app while the first call is out, even on a busy machine.
+    sandbox_process.knobs(api_delay_s=3.0)
     outcomes = burst(server.url, key, [FIND] * 20)
     assert tally(outcomes) == {200: 20}
     assert len(sandbox_process.calls(FIND)) == 1
