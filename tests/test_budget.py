@@ -451,3 +451,84 @@ def test_server_timing_says_where_the_time_went(make_app, sandbox_server, sandbo
     assert "app;dur=" in write and "upstream;dur=" in write
     assert refused.startswith("app;dur=") and "upstream" not in refused
     assert "Server-Timing" not in client.get("/api/openapi.json").headers
+
+
+# -- what the review of the rules found ---------------------------------------------------------------------
+def test_a_key_limit_with_two_windows_holds_across_pruning():
+    from limits import parse_many
+
+    from pd_app.proxy.keylimit import LocalWindows
+
+    windows = LocalWindows()
+    windows.PRUNE_EVERY = 3  # prune often: each entry must keep its own window's end
+    second, minute = parse_many("1000/second;5/minute")
+    allowed = 0
+    for _ in range(40):
+        if windows.hit(second, "key", "1") is None and windows.hit(minute, "key", "1") is None:
+            allowed += 1
+    assert allowed == 5
+
+
+def test_a_call_refused_before_sending_is_not_charged(make_app, sandbox_server, sandbox):
+    app = make_app()
+    install(app, sandbox_server, sandbox)
+    key = new_key(app)
+    with app.app_context():
+        from pd_app.db import get_session
+
+        session = get_session()
+        session.execute(update(Installation).values(api_domain="https://elsewhere.example.com"))
+        session.commit()
+    client = app.test_client()
+    refused = client.get(FIND, headers={"x-api-token": key})
+    assert refused.status_code == 502 and envelope_code(refused) == "upstream_error"
+    assert "upstream" not in refused.headers["Server-Timing"]  # nothing was sent
+    budget = client.get("/api/v1/app/installation", headers={"x-api-token": key}).get_json()["data"]["budget"]
+    assert budget["spent_today"] == 2  # the install's /users/me only
+
+
+def test_the_first_429_says_the_wait_the_throttle_holds(make_app, sandbox_server, sandbox):
+    app = make_app()
+    install(app, sandbox_server, sandbox)
+    key = new_key(app)
+    client = app.test_client()
+    sandbox.set_knobs(force_api_status={"status": 429, "count": 1, "retry_after": 25})
+    first = client.get(FIND, headers={"x-api-token": key})
+    held = client.get(FIND, headers={"x-api-token": key})
+    assert int(first.headers["Retry-After"]) == 25
+    assert 24 <= int(held.headers["Retry-After"]) <= int(first.headers["Retry-After"])
+
+
+def test_a_no_cache_read_never_joins_a_read_that_may_use_the_cache(make_app, sandbox_server, sandbox):
+    app = make_app(GOALS_CACHE_TTL="30")
+    install(app, sandbox_server, sandbox)
+    key = new_key(app)
+    sandbox.set_knobs(api_delay_s=0.5)
+    barrier = threading.Barrier(2)
+
+    def read(headers: dict) -> str:
+        client = app.test_client()
+        barrier.wait(5)
+        return client.get(FIND, headers={"x-api-token": key, **headers}).headers["Server-Timing"]
+
+    with ThreadPoolExecutor(2) as pool:
+        timings = list(pool.map(read, [{}, {"Cache-Control": "no-cache"}]))
+    assert sandbox.count(FIND) == 2
+    assert all("upstream;dur=" in t for t in timings)
+
+
+def test_with_the_cache_off_a_write_still_starts_a_new_generation(
+    make_app, sandbox_server, sandbox, clean_db
+):
+    from sqlalchemy.orm import Session
+
+    from pd_app.models import CacheGeneration
+
+    app = make_app(GOALS_CACHE_TTL="0")
+    install(app, sandbox_server, sandbox)
+    key = new_key(app)
+    assert app.test_client().post("/api/v1/goals", json=GOAL, headers={"x-api-token": key}).status_code == 200
+    engine = create_engine(clean_db)
+    with Session(engine) as session:
+        assert session.get(CacheGeneration, 1001).generation == 2  # before and after the write
+    engine.dispose()

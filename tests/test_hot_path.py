@@ -255,7 +255,6 @@ def test_a_steady_state_read_stays_within_its_function_call_budget(served, upstr
     for _ in range(3):
         assert client.get(FIND, headers={"x-api-token": key}).status_code == 200
     calls = _python_calls(lambda: client.get(FIND, headers={"x-api-token": key}))
-    print("CALLS", calls)
     assert calls <= CALL_BUDGET, f"{calls} function calls for one proxied read (budget {CALL_BUDGET})"
 
 

@@ -107,7 +107,18 @@ def test_a_read_that_keeps_failing_is_tried_one_plus_upstream_retries_times(clie
     assert waits == [0, 0]  # Pipedrive's Retry-After: 0, honoured
 
 
-def test_without_retry_after_the_backoff_grows_with_full_jitter(clean_db, sandbox_server, sandbox, waits):
+def test_without_retry_after_the_backoff_grows_with_full_jitter(
+    clean_db, sandbox_server, sandbox, waits, monkeypatch
+):
+    import random
+
+    ceilings: list[float] = []
+
+    def highest(low: float, high: float) -> float:  # the jitter's upper bound, to see the schedule
+        ceilings.append(high)
+        return high
+
+    monkeypatch.setattr(random, "uniform", highest)
     app = build_app(
         clean_db,
         sandbox_server.url,
@@ -120,9 +131,8 @@ def test_without_retry_after_the_backoff_grows_with_full_jitter(clean_db, sandbo
         resp = app.test_client().get(FIND, headers={"x-api-token": key})
         assert resp.status_code == 502 and resp.get_json()["code"] == "upstream_error"
         assert finds(sandbox) == 4
-        # base x 2^n (0.2, 0.4, 0.8) capped at 0.3: each wait drawn from [0, that]
-        assert len(waits) == 3
-        assert 0 <= waits[0] <= 0.2 and 0 <= waits[1] <= 0.3 and 0 <= waits[2] <= 0.3
+        # base x 2^n (0.2, 0.4, 0.8) capped at 0.3, each wait drawn from [0, that]
+        assert waits == [0.2, 0.3, 0.3] and ceilings[:3] == [0.2, 0.3, 0.3]
     finally:
         _close(app)
 

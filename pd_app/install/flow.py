@@ -3,13 +3,14 @@ page after it."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import timedelta
 
 from flask import current_app, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..db import get_session, transaction
 from ..errors import PageError
@@ -27,6 +28,8 @@ from ..proxy.budget import ledger
 from ..tokens.store import check_token_response, save_grant
 from . import bp
 from .identity import identity_from_users_me
+
+log = logging.getLogger(__name__)
 
 STATE_SALT = "pd-app/oauth-state"
 TICKET_SALT = "pd-app/installed-ticket"
@@ -123,9 +126,13 @@ def _finish_install(code: str) -> Installation:
         raise _restart(
             "Pipedrive did not tell who you are", "Nothing was stored. Please try again.", 502
         ) from None
-    # Charged once the company is known from the answer: an install is never refused for the budget.
-    ledger().record(identity.company_id, "users_me")
     inst = save_grant(get_session(), identity, token)
+    # Charged once the company is known from the answer and the grant is stored: an install is never refused
+    # for the budget, nor lost for the ledger's sake.
+    try:
+        ledger().record(identity.company_id, "users_me")
+    except SQLAlchemyError:
+        log.warning("could not charge the install's /users/me to company %s", identity.company_id)
     audit("installed", company_id=inst.company_id, user_id=inst.user_id, scopes=inst.scopes)
     return inst
 

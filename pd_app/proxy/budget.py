@@ -75,6 +75,9 @@ class Ledger:
         self.engine = engine
         self.cap = cap
         self.chunk = chunk
+        # A process killed without settling leaves its unspent claim reserved until midnight: a chunk is
+        # never more than a twentieth of the cap, so one such death costs the company at most 5 % of its day.
+        self.max_chunk = min(MAX_CHUNK, max(cap // 20, 1)) if cap else MAX_CHUNK
         self._claims: dict[tuple[int, date], _Claim] = {}
         self._lock = threading.Lock()
         self.on_use: Callable[[], None] = lambda: None  # starts the flush thread that settles (usage.py)
@@ -94,7 +97,7 @@ class Ledger:
         self.on_use()
         with self._lock:
             earlier = self._claims.get((company_id, day))
-            chunk = min(MAX_CHUNK, self.chunk * 2 ** (earlier.claims if earlier else 0))
+            chunk = min(self.max_chunk, self.chunk * 2 ** (earlier.claims if earlier else 0))
         claimed = self._claim(company_id, day, cost, chunk)  # a database write, once per chunk
         if not claimed:
             metrics.refused("budget_exhausted")

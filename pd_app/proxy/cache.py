@@ -64,9 +64,9 @@ class GoalsCache:
         return inst.generation
 
     def invalidate(self, company_id: int) -> None:
-        """Bump the company's generation, in a transaction of its own (the write's unit of work)."""
-        if not self.enabled:
-            return
+        """Bump the company's generation, in a transaction of its own (the write's unit of work). Also with
+        the cache off: reads share upstream calls by generation (flight.py), and a read that starts after a
+        write must not join one that started before it."""
         if self.redis is not None:
             self.redis.incr(f"pd_app:goals:gen:{company_id}")
             return
@@ -112,6 +112,10 @@ class GoalsCache:
 
     def key_for(self, inst: InstallationRef, path: str, params: list[tuple[str, str]]) -> str:
         return _key(inst.company_id, inst.id, self.generation(inst), path, params)
+
+    def local_key_for(self, inst: InstallationRef, path: str, params: list[tuple[str, str]]) -> str:
+        """A read's name without the store (it is down): the generation read with the credential."""
+        return "local:" + _key(inst.company_id, inst.id, inst.generation, path, params)
 
 
 def init_app(app: Flask) -> None:

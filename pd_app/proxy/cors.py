@@ -14,8 +14,8 @@ from sqlalchemy import select
 from ..db import get_session
 from ..models import PartnerKey
 
-ALLOWED_HEADERS = "x-api-token, authorization, content-type, idempotency-key"
-EXPOSED_HEADERS = "Retry-After, Idempotent-Replayed"
+ALLOWED_HEADERS = "x-api-token, authorization, content-type, idempotency-key, if-none-match, cache-control"
+EXPOSED_HEADERS = "Retry-After, Idempotent-Replayed, ETag, X-Cache, Server-Timing"
 MAX_AGE_S = "600"
 
 
@@ -55,6 +55,7 @@ def allow_origin(response: Response) -> Response:
     if origin and principal is not None and origin in principal.origins:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+        response.headers["Timing-Allow-Origin"] = origin  # Server-Timing readable by the page's timing API
         response.headers.add("Vary", "Origin")
     return response
 

@@ -24,9 +24,11 @@ from ..auth import InstallationRef, installation_ref
 from ..pipedrive import client
 from ..pipedrive.api import (
     CircuitOpen,
+    DomainNotAllowed,
     OutcomeUnknown,
     PipedriveCircuitOpen,
     PipedriveError,
+    PipedriveThrottled,
     PipedriveUnauthorized,
     PipedriveUnavailable,
     UpstreamResponse,
@@ -67,34 +69,38 @@ def forward(
     # installation may be uninstalled or need reauthorization: the caller is told which one).
     inst = ensure_serving(inst)
     throttle.check(inst.throttled_until)
+    started = time.monotonic()
     cache = goals_cache()
     if method == "GET":
         g.pd_cache = "miss"
-        # The cache's key also names the read for sharing one upstream call; None when its store failed.
+        # The cache's key also names the read for sharing one upstream call; when the cache's store is down,
+        # a key of this process's own still lets identical reads here share one call.
         cache_key = _cache_call(cache.key_for, inst, path, params or [])
-        if cache_key is None:
-            return _forward_upstream(inst, op, method, path, params, None)
-        if cache.enabled and use_cache:
+        if cache_key is not None and cache.enabled and use_cache:
             hit = _cache_call(cache.get, cache_key)
             if hit is not None:
                 metrics.cache_hit(op)
                 g.pd_cache = "hit"
                 return hit, 200
+        flight_key = cache_key or cache.local_key_for(inst, path, params or [])
+        if not use_cache:
+            flight_key += ":no-cache"  # never joins a leader that may answer from the cache
 
         def lead() -> tuple[bytes, int]:
             # The one call for this read. It files its answer in the cache before the others waiting on it
             # are let go, so a read that arrives in between finds the answer instead of calling again.
-            if cache.enabled and use_cache:
+            if cache_key is not None and cache.enabled and use_cache:
                 hit = _cache_call(cache.get, cache_key)  # filled while this one waited for its turn
                 if hit is not None:
                     g.pd_cache = "hit"
                     return hit, 200
+            throttle.check(throttle.stored_since(inst.id, started))  # a 429 met while this one waited
             body, status = _forward_upstream(inst, op, method, path, params, None)
-            if cache.enabled and status == 200:
+            if cache_key is not None and cache.enabled and status == 200:
                 _cache_call(cache.put, cache_key, body)
             return body, status
 
-        (body, status), shared = flights().run(cache_key, lead)
+        (body, status), shared = flights().run(flight_key, lead)
         if shared:
             g.pd_cache = "shared"
         return body, status
@@ -128,7 +134,13 @@ def _forward_upstream(
             raise PipedriveUnauthorized()
     usage().rate_limit_seen(inst.id, resp.headers)
     if resp.status == 429:
-        throttle.record(inst.id, resp)
+        # The caller is told the same wait the throttle holds it to: the later of Pipedrive's two figures.
+        wait = throttle.record(inst.id, resp)
+        try:
+            raise_for_status(resp, method)
+        except PipedriveThrottled as exc:
+            exc.retry_after = wait
+            raise
     raise_for_status(resp, method)
     if not _is_json_object(resp.raw):
         raise PipedriveError("Pipedrive answered with a body that is not JSON.")
@@ -212,12 +224,18 @@ def _send(
     charge = ledger().charge(inst.company_id, op)  # BudgetExhausted: nothing is sent
     started = time.perf_counter()
     outcome = "refused"
+    sent = True  # for Server-Timing: was Pipedrive called (or may it have been)?
     try:
         resp = client().call(method, inst.api_domain, path, token, params=params, json=json_body)
         outcome = str(resp.status)
         return resp
+    except DomainNotAllowed:  # refused before sending: the token never left
+        sent = False
+        ledger().refund(charge)
+        raise
     except CircuitOpen as exc:  # nothing was sent
         outcome = "circuit_open"
+        sent = False
         ledger().refund(charge)
         raise PipedriveCircuitOpen(
             "Pipedrive failed several times in a row; the app is not calling it for a few seconds.",
@@ -225,6 +243,7 @@ def _send(
         ) from None
     except UpstreamUnreachable as exc:
         outcome = "unreachable"
+        sent = exc.sent
         if not exc.sent:
             ledger().refund(charge)
         if method != "GET" and exc.sent:
@@ -234,5 +253,6 @@ def _send(
         ) from None
     finally:
         elapsed = time.perf_counter() - started
-        g.pd_upstream_s = g.get("pd_upstream_s", 0.0) + elapsed
+        if sent:
+            g.pd_upstream_s = g.get("pd_upstream_s", 0.0) + elapsed
         metrics.upstream(op, outcome, elapsed)

@@ -41,8 +41,8 @@ class KeyRateLimited(Exception):
 
 
 class LocalWindows:
-    """Fixed-window counts in this process's memory: windows aligned to the epoch, one (start, count) per
-    credential and limit, windows that ended dropped now and then."""
+    """Fixed-window counts in this process's memory: windows aligned to the epoch, one (window end, count)
+    per credential and limit, windows that ended dropped now and then."""
 
     PRUNE_EVERY = 10_000
 
@@ -57,16 +57,17 @@ class LocalWindows:
         now = time.time()
         start = now - now % length
         key = (item.key_for(), *ident)
+        end = start + length
         with self._lock:
-            began, count = self._counts.get(key, (start, 0))
-            if began != start:
+            ends, count = self._counts.get(key, (end, 0))
+            if ends != end:
                 count = 0
             if count >= item.amount:
-                return start + length
-            self._counts[key] = (start, count + 1)
+                return end
+            self._counts[key] = (end, count + 1)
             self._hits += 1
-            if self._hits % self.PRUNE_EVERY == 0:
-                self._counts = {k: v for k, v in self._counts.items() if v[0] + length > now}
+            if self._hits % self.PRUNE_EVERY == 0:  # each entry knows its own window's end
+                self._counts = {k: v for k, v in self._counts.items() if v[0] > now}
         return None
 
 

@@ -8,8 +8,10 @@ the credential, in the hot path's one statement (auth.py): no extra read per req
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 
+from flask import current_app
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
@@ -40,6 +42,18 @@ def seconds_left(until: datetime) -> int:
     return max(1, int((until - utcnow()).total_seconds() + 0.999))
 
 
+def _recent() -> dict[int, tuple[datetime, float]]:
+    """This process's latest throttles by installation, (until, when stored): a read that waited behind the
+    one that met the 429 looks here before calling (its credential's row was read before it was stored)."""
+    return current_app.extensions.setdefault("pd_throttles", {})
+
+
+def stored_since(installation_id: int, since: float) -> datetime | None:
+    """The installation's throttle if this process stored one after `since` (time.monotonic())."""
+    found = _recent().get(installation_id)
+    return found[0] if found is not None and found[1] >= since else None
+
+
 def check(throttled_until: datetime | None) -> None:
     if throttled_until is not None and throttled_until > utcnow():
         metrics.refused("throttled")
@@ -57,6 +71,7 @@ def record(installation_id: int, resp: UpstreamResponse) -> int:
     """Store the installation's reset after a 429 (only ever moved later); returns the wait in seconds."""
     wait = wait_from(resp)
     until = utcnow() + timedelta(seconds=wait)
+    _recent()[installation_id] = (until, time.monotonic())
     statement = (
         update(Installation)
         .where(
