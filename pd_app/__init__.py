@@ -24,6 +24,7 @@ def create_app(
         db,
         errors,
         install,
+        jobs,
         logs,
         metrics,
         ops,
@@ -56,6 +57,7 @@ def create_app(
     metrics.init_app(app)
     errors.init_app(app)
     proxy.init_app(app)
+    jobs.init_app(app)
     for module in (web, install, ops, cli, ui):
         module.init_app(app)
     app.after_request(web.add_security_headers)

@@ -249,6 +249,16 @@ def db_current_command() -> None:
     click.echo(migrate.current(current_app.config["SETTINGS"].database_url) or "base (empty)")
 
 
+@click.command("worker")
+@click.option("--threads", type=click.IntRange(min=1, max=32), default=2, show_default=True)
+def worker_command(threads: int) -> None:
+    """Run the background jobs (keep-alive, goal snapshots, webhook deliveries) until SIGTERM or SIGINT."""
+    from .jobs import jobs
+
+    jobs().consumer(threads).run()
+
+
 def init_app(app: Flask) -> None:
     for group in (keys_cli, installations_cli, db_cli, tokens_cli):
         app.cli.add_command(group)
+    app.cli.add_command(worker_command)

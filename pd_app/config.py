@@ -43,7 +43,9 @@ class Settings:
     key_rate_limit: str = "600/minute"
     company_daily_token_cap: int = 10000
     upstream_retries: int = 2
+    snapshot_every: int = 86400
     # Not environment variables: knobs the code and tests set.
+    queue_path: str = ""  # the job queue's SQLite file without REDIS_URL (the instance folder's)
     upstream_timeout: float = 10.0
     # A proxied request's time for its upstream attempts: each retry must fit a whole `upstream_timeout`
     # before it, so a request ends well within gunicorn's 60 s timeout.
@@ -178,6 +180,8 @@ def load_settings(
             "COMPANY_DAILY_TOKEN_CAP", environ.get("COMPANY_DAILY_TOKEN_CAP"), 10000
         ),
         upstream_retries=_int("UPSTREAM_RETRIES", environ.get("UPSTREAM_RETRIES"), 2),
+        snapshot_every=_int("SNAPSHOT_EVERY", environ.get("SNAPSHOT_EVERY"), 86400),
+        queue_path=str(instance_path / "queue.sqlite3"),
     )
     if overrides:
         settings = replace(settings, **overrides)  # type: ignore[arg-type]

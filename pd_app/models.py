@@ -11,6 +11,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -205,3 +206,78 @@ class IdempotencyRecord(Base):
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     locked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GoalSnapshot(Base):
+    """A goal's progress on one UTC day, as the worker read it from Pipedrive (jobs/snapshots.py); a later
+    snapshot on the same day replaces the earlier one. The history endpoint reads only these."""
+
+    __tablename__ = "goal_snapshots"
+
+    company_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    goal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    actual: Mapped[float] = mapped_column(Float)
+    target: Mapped[float | None] = mapped_column(Float)
+    progress: Mapped[float | None] = mapped_column(Float)
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GoalReached(Base):
+    """`goal.reached` was sent for this goal and period: once per period, whatever the number of workers."""
+
+    __tablename__ = "goals_reached"
+
+    company_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    goal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_start: Mapped[date] = mapped_column(Date, primary_key=True)
+    reached_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Webhook(Base):
+    """A partner's or operator's endpoint for the company's events. The signing secret is stored encrypted."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    company_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret_enc: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(64))  # "cli", "key:<id>", "jwt:<company>:<user>"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Set when a delivery kept failing for 24 h; cleared by the next delivery that succeeds.
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: the exact body to sign and send, until a 2xx (at least once)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(String(40))
+    event_type: Mapped[str] = mapped_column(String(40))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebhookAttempt(Base):
+    """The delivery log: one row per attempt (the last 100 per webhook are kept)."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(500))
+    response_excerpt: Mapped[str | None] = mapped_column(String(1024))

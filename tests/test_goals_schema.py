@@ -570,6 +570,7 @@ def test_every_path_is_under_api_and_has_the_expected_operations(document):
         ("put", "/api/v1/goals/{id}"): "updateGoal",
         ("delete", "/api/v1/goals/{id}"): "deleteGoal",
         ("get", "/api/v1/app/installation"): "getInstallation",
+        ("get", "/api/v1/goals/{id}/history"): "getGoalHistory",
         ("get", "/api/openapi.json"): "getOpenApi",
     }
 

@@ -205,6 +205,32 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 ),
             }
         },
+        "/api/v1/goals/{id}/history": {
+            "parameters": [goal_id],
+            "get": {
+                "operationId": "getGoalHistory",
+                "tags": ["App"],
+                "summary": "A goal's progress over time",
+                "description": "From the app's own daily snapshots (taken by its worker), oldest first. "
+                "Sends nothing to Pipedrive (no token cost). Default window: the last 90 days.",
+                "parameters": [
+                    {
+                        "in": "query",
+                        "name": name,
+                        "required": False,
+                        "description": description,
+                        "schema": {"type": "string", "format": "date"},
+                    }
+                    for name, description in (
+                        ("from", "First day (UTC), YYYY-MM-DD; default: 89 days before `to`."),
+                        ("to", "Last day (UTC), YYYY-MM-DD; default: today."),
+                    )
+                ],
+                "responses": _responses(
+                    "#/components/schemas/GoalHistoryResponse", "400", "401", "403", "429", "500"
+                ),
+            },
+        },
         "/api/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",

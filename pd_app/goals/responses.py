@@ -197,6 +197,40 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "GoalHistoryResponse": {
+        "type": "object",
+        "required": ["success", "data"],
+        "properties": {
+            "success": {"type": "boolean", "const": True},
+            "data": {
+                "type": "object",
+                "required": ["goal_id", "points"],
+                "properties": {
+                    "goal_id": {"type": "string"},
+                    "points": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["date", "actual", "target", "progress"],
+                            "properties": {
+                                "date": {"type": "string", "format": "date", "description": "UTC day"},
+                                "actual": {
+                                    "type": "number",
+                                    "description": "What Pipedrive's results call "
+                                    "`progress`: the amount achieved.",
+                                },
+                                "target": {"type": ["number", "null"]},
+                                "progress": {
+                                    "type": ["number", "null"],
+                                    "description": "actual / target (0.4 = 40 %).",
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
     "Budget": {
         "type": "object",
         "description": "The company's Pipedrive tokens spent by this app today (UTC), against its daily cap.",

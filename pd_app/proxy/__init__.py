@@ -11,7 +11,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     # Imported here, not at the top: auth.py (which the views use) notes key use through `usage`.
-    from . import budget, cache, cors, flight, idempotency, keylimit, usage, views
+    from . import budget, cache, cors, flight, history, idempotency, keylimit, usage, views  # noqa: F401
 
     usage.init_app(app)
     budget.init_app(app)
