@@ -21,7 +21,8 @@ GOAL = {
     "duration": {"start": "2026-01-01", "end": None},
     "interval": "monthly",
 }
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+# Its own Redis database; PD_TEST_REDIS_URL picks another (two suites at once on one machine).
+REDIS_TEST_URL = os.environ.get("PD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def _redis_available() -> bool:
