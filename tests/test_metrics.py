@@ -229,10 +229,10 @@ def test_one_scrape_sums_all_workers(server: GunicornProcess, tmpdir_for_gunicor
     assert sum(before_files.values()) == before_scrape
 
     # Which worker accepts a connection is the kernel's choice: on a busy machine one worker can take a
-    # whole batch. Send batches of 40 (at most 5) until more than one worker has served some; every batch
+    # whole batch. Send batches of 40 (at most 20) until more than one worker has served some; every batch
     # must show up, exactly, in one scrape.
     sent = 0
-    for _ in range(5):
+    for _ in range(20):
         assert fire(server.url + "/healthz", 40) == [200] * 40
         sent += 40
         after_files = healthz_by_worker(multiproc_dir)
