@@ -197,8 +197,8 @@ class Tab:
         expect(self.panel.locator(".goal.pending")).to_have_count(0)
 
     def shoot(self, name: str, *, full_page: bool = False, element: Locator | None = None) -> None:
-        """A screenshot of the panel as it sits in the deal page (or the whole page, or one element of it), kept
-        as an artifact and, when asked for, as the documentation's picture."""
+        """A screenshot of the panel as it sits in the deal page (or the whole page, or one element of it),
+        kept as an artifact and, when asked for, as the documentation's picture."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         target = ARTIFACTS / f"{name}.png"
         self.page.wait_for_timeout(450)  # let the progress bars finish their transition

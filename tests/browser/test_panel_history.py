@@ -1,6 +1,6 @@
-"""Each goal card's trend: its progress over the card's period as an inline SVG line, from the app's own snapshots
-(GET /api/v1/goals/{id}/history), and a "reached" badge at or over the target, in both themes. A goal without
-history, or whose history cannot be read, keeps its card and shows no line and no error."""
+"""Each goal card's trend: its progress over the card's period as an inline SVG line, from the app's own
+snapshots (GET /api/v1/goals/{id}/history), and a "reached" badge at or over the target, in both themes. A
+goal without history, or whose history cannot be read, keeps its card and shows no line and no error."""
 
 from __future__ import annotations
 
@@ -19,9 +19,12 @@ PAD = 3  # panel-trend.js: the y of the chart's top value
 
 
 def _goal(demo: Demo, title: str) -> dict:
-    queries = (MultiDict(), MultiDict({"assignee.type": "company"}))  # as the panel asks: the user's, the company's
-    found = [g for query in queries for g in demo.sandbox.find_goals(1001, 2001, query) if g["title"] == title]
-    return found[0]
+    # As the panel asks: the user's goals, then the company's.
+    for query in (MultiDict(), MultiDict({"assignee.type": "company"})):
+        for goal in demo.sandbox.find_goals(1001, 2001, query):
+            if goal["title"] == title:
+                return goal
+    raise AssertionError(f"no seeded goal {title!r}")
 
 
 def _short(day: date) -> str:
@@ -51,8 +54,9 @@ def test_trend_lines_and_the_reached_badge_in_both_themes(demo: Demo, tab: Tab):
     elapsed = (today - year_start).days
     days = sorted({year_start + timedelta(days=round(k * elapsed / 5)) for k in range(6)})
     shares = [0.05, 0.2, 0.35, 0.5, 0.62, 0.7][-len(days) :]
+    year = (year_start, date(today.year, 12, 31))
     for day, share in zip(days, shares, strict=True):
-        demo.snapshot(revenue["id"], day, share * 1_200_000, 1_200_000, period=(year_start, date(today.year, 12, 31)))
+        demo.snapshot(revenue["id"], day, share * 1_200_000, 1_200_000, period=year)
 
     # The user's weekly goal, over since last Sunday: a whole week of snapshots ending past its target (43 of
     # 40), which is also what Pipedrive's results say for that week (the sandbox's deterministic 107.9%).
@@ -86,9 +90,9 @@ def test_trend_lines_and_the_reached_badge_in_both_themes(demo: Demo, tab: Tab):
 
     calls_card = panel.locator(".goal", has_text="Calls and meetings")
     chart = calls_card.get_by_role("img")
-    expect(chart).to_have_attribute(
-        "aria-label", f"Progress in the week from {_short(week[0])}: 10% on {_short(week[0])} to 108% on {_short(week[1])}"
-    )
+    first, last = _short(week[0]), _short(week[1])
+    words = f"Progress in the week from {first}: 10% on {first} to 108% on {last}"
+    expect(chart).to_have_attribute("aria-label", words)
     expect(chart).to_have_attribute("data-points", "7")
     line = _coords(calls_card.locator(".trend-line").get_attribute("points") or "")
     assert len(line) == 7
