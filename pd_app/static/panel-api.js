@@ -173,6 +173,12 @@ export class Api {
     return answer.data ? Number(answer.data.progress) || 0 : 0;
   }
 
+  // The goal's snapshots in a window of days ({from, to}), oldest first: the app's own data, no Pipedrive call.
+  async history(goalId, days) {
+    const answer = await this.call("GET", `/goals/${encodeURIComponent(goalId)}/history`, { query: days });
+    return (answer.data && answer.data.points) || [];
+  }
+
   async add(goal) {
     return (await this.call("POST", "/goals", { body: goal })).data.goal;
   }

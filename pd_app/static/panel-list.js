@@ -1,5 +1,5 @@
 // The goal list: groups of cards built from the <template id="goal-card"> markup, each filled in once its
-// progress arrives. Text goes in through textContent only, so nothing from the API is ever parsed as HTML.
+// progress arrives, and given its trend once its history does. Text goes in through textContent only, so nothing from the API is ever parsed as HTML.
 
 import {
   GOAL_TYPES,
@@ -12,6 +12,7 @@ import {
   periodNote,
   typeKey,
 } from "./panel-goals.js";
+import { drawTrend, trendLabel, usablePoints } from "./panel-trend.js";
 
 const $ = (selector, root) => root.querySelector(selector);
 
@@ -28,8 +29,9 @@ export class GoalList {
     this.onDelete = onDelete;
   }
 
-  // groups: [{title, goals}]; progress: Map of goal id -> number | null; filter: {active, type}
-  render(groups, progress, filter) {
+  // groups: [{title, goals}]; progress: Map of goal id -> number | null; filter: {active, type};
+  // history: Map of goal id -> history points | null
+  render(groups, progress, filter, history = new Map()) {
     this.box.replaceChildren();
     let shown = 0;
     for (const group of groups) {
@@ -43,7 +45,10 @@ export class GoalList {
       count.textContent = String(goals.length);
       heading.append(group.title, " ", count);
       this.box.append(heading, ...goals.map((goal) => this.card(goal)));
-      for (const goal of goals) if (progress.has(goal.id)) this.fill(goal, progress.get(goal.id));
+      for (const goal of goals) {
+        if (progress.has(goal.id)) this.fill(goal, progress.get(goal.id));
+        if (history.has(goal.id)) this.trend(goal, history.get(goal.id));
+      }
     }
     this.empty(shown, groups.some((group) => group.goals.length), filter.active);
   }
@@ -86,6 +91,8 @@ export class GoalList {
     node.classList.remove("pending");
     $(".goal-period", node).textContent = `${formatPeriod(period)} · ${periodNote(period)}`;
     if (progress === null) {
+      delete node.dataset.ratio;
+      this.showReached(node);
       $(".goal-value", node).textContent = "Progress not available right now";
       return;
     }
@@ -106,5 +113,41 @@ export class GoalList {
     bar.setAttribute("aria-valuenow", String(Math.min(100, result.percent)));
     $(".goal-value", node).textContent = `${formatValue(progress, outcome)} of ${formatValue(outcome.target, outcome)}`;
     $(".goal-percent", node).textContent = `${result.percent}%`;
+    node.dataset.ratio = String(result.ratio);
+    this.showReached(node);
+  }
+
+  // points: the goal's snapshots over the period the card shows, or null when there is nothing to show (the
+  // period has not started, or the history could not be read: the card simply goes without a trend).
+  trend(goal, points) {
+    const node = $(`.goal[data-goal-id="${CSS.escape(goal.id)}"]`, this.box);
+    if (!node) return;
+    const box = $(".goal-trend", node);
+    const usable = usablePoints(points);
+    box.replaceChildren();
+    box.hidden = points === null;
+    if (usable.length) node.dataset.lastProgress = String(usable[usable.length - 1].progress);
+    else delete node.dataset.lastProgress;
+    this.showReached(node);
+    if (points === null) return;
+    if (usable.length < 2) {
+      const none = document.createElement("p");
+      none.className = "trend-empty muted";
+      none.textContent = "No history yet";
+      box.append(none);
+      return;
+    }
+    const period = currentPeriod(goal);
+    box.append(drawTrend(usable, period, trendLabel(usable, period, goal.interval), box.clientWidth));
+  }
+
+  // Reached: this period's result is at or over the target; until (or unless) the result is known, the latest
+  // snapshot decides. A badge with a check and a word, so it does not rest on colour alone.
+  showReached(node) {
+    const ratio = "ratio" in node.dataset ? Number(node.dataset.ratio) : Number(node.dataset.lastProgress);
+    const reached = ratio >= 1;
+    node.classList.toggle("reached", reached);
+    $(".reached-badge", node).hidden = !reached;
+    $(".chip", node).hidden = reached; // it would only repeat "Achieved"
   }
 }

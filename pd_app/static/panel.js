@@ -5,6 +5,7 @@ import { Api, Host } from "./panel-api.js";
 import { GoalForm } from "./panel-form.js";
 import { GOAL_TYPES, currentPeriod } from "./panel-goals.js";
 import { GoalList, goalTitle } from "./panel-list.js";
+import { historyWindow } from "./panel-trend.js";
 
 const app = document.getElementById("app");
 const $ = (selector, root = app) => root.querySelector(selector);
@@ -20,6 +21,7 @@ if (query.has("token")) {
 }
 
 const PROGRESS_CONCURRENCY = 4;
+const HISTORY_CONCURRENCY = 2; // history is the app's own data (no Pipedrive tokens), and an extra: fewer at once
 const state = {
   me: Number(app.dataset.userId),
   company: Number(app.dataset.companyId),
@@ -27,6 +29,7 @@ const state = {
   type: "",
   groups: [],
   progress: new Map(), // goal id -> progress of its current period (null: not available)
+  history: new Map(), // goal id -> snapshots over that period (null: none to show)
   loadSeq: 0,
   loadedAt: 0,
   countdown: null,
@@ -161,8 +164,10 @@ async function loadGoals() {
     ];
     state.loadedAt = Date.now();
     state.progress.clear();
+    state.history.clear();
     renderList();
     show("list");
+    loadHistory(seq);
     await loadProgress(seq);
   } catch (err) {
     if (seq === state.loadSeq && !showFailure(err)) showError(err.message);
@@ -189,6 +194,33 @@ async function loadProgress(seq) {
   await Promise.all(Array.from({ length: PROGRESS_CONCURRENCY }, worker));
 }
 
+// Trends load beside the progress, once the cards are on screen. A trend is an extra: whatever goes wrong while
+// reading or drawing one leaves that card without it, never an error screen.
+function loadHistory(seq) {
+  const queue = state.groups.flatMap((group) => group.goals).filter((goal) => !state.history.has(goal.id));
+  const worker = async () => {
+    while (queue.length && seq === state.loadSeq) {
+      const goal = queue.shift();
+      const days = historyWindow(currentPeriod(goal));
+      let points = null;
+      try {
+        if (days) points = await api.history(goal.id, days);
+      } catch (_) {
+        points = null;
+      }
+      if (seq !== state.loadSeq) return;
+      state.history.set(goal.id, points);
+      try {
+        list.trend(goal, points);
+      } catch (_) {
+        state.history.set(goal.id, null);
+        list.trend(goal, null);
+      }
+    }
+  };
+  return Promise.all(Array.from({ length: HISTORY_CONCURRENCY }, worker));
+}
+
 const list = new GoalList($('[data-screen-name="list"]'), {
   me: state.me,
   onEdit: (goal) => openForm(goal),
@@ -196,7 +228,7 @@ const list = new GoalList($('[data-screen-name="list"]'), {
 });
 
 function renderList() {
-  list.render(state.groups, state.progress, { active: state.active === "true", type: state.type });
+  list.render(state.groups, state.progress, { active: state.active === "true", type: state.type }, state.history);
   fitFrame();
 }
 

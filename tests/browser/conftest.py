@@ -10,18 +10,18 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Frame, FrameLocator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Frame, FrameLocator, Locator, Page, expect, sync_playwright
 from sqlalchemy import update
 
 from pd_app import create_app
 from pd_app.db import get_session
-from pd_app.models import BudgetDay, Installation, utcnow
+from pd_app.models import BudgetDay, GoalSnapshot, Installation, utcnow
 
 from ..conftest import ENCRYPTION_KEY, LiveServer
 
@@ -110,6 +110,34 @@ class Demo:
             session.merge(BudgetDay(company_id=company_id, day=utcnow().date(), reserved=cap, spent=cap))
             session.commit()
 
+    def snapshot(
+        self,
+        goal_id: str,
+        day: date,
+        actual: float,
+        target: float,
+        *,
+        company_id: int = 1001,
+        period: tuple[date, date] | None = None,
+    ) -> None:
+        """Store a goal's snapshot for one day, as the worker would have taken it (the same day replaces)."""
+        start, end = period or (day, day)
+        with self.app.app_context():
+            session = get_session()
+            session.merge(
+                GoalSnapshot(
+                    company_id=company_id,
+                    goal_id=goal_id,
+                    day=day,
+                    actual=actual,
+                    target=target,
+                    progress=actual / target if target else None,
+                    period_start=start,
+                    period_end=end,
+                )
+            )
+            session.commit()
+
     def crm(self, user: int = 2001, theme: str = "light", deal: int = 1) -> str:
         return f"{self.url}/sandbox/crm/deal/{deal}?{urlencode({'user': user, 'theme': theme})}"
 
@@ -168,13 +196,15 @@ class Tab:
         self.wait_for_screen("list")
         expect(self.panel.locator(".goal.pending")).to_have_count(0)
 
-    def shoot(self, name: str, *, full_page: bool = False) -> None:
-        """A screenshot of the panel as it sits in the deal page (or the whole page), kept as an artifact and,
-        when asked for, as the documentation's picture."""
+    def shoot(self, name: str, *, full_page: bool = False, element: Locator | None = None) -> None:
+        """A screenshot of the panel as it sits in the deal page (or the whole page, or one element of it),
+        kept as an artifact and, when asked for, as the documentation's picture."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         target = ARTIFACTS / f"{name}.png"
         self.page.wait_for_timeout(450)  # let the progress bars finish their transition
-        if full_page or not self.page.locator("#app-panel").count():
+        if element is not None:
+            element.screenshot(path=str(target))
+        elif full_page or not self.page.locator("#app-panel").count():
             self.page.screenshot(path=str(target))
         else:
             self.page.locator("#app-panel").screenshot(path=str(target))
