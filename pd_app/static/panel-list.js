@@ -12,7 +12,7 @@ import {
   periodNote,
   typeKey,
 } from "./panel-goals.js";
-import { drawTrend, trendLabel, usablePoints } from "./panel-trend.js";
+import { drawTrend, fromPeriodStart, trendLabel, usablePoints } from "./panel-trend.js";
 
 const $ = (selector, root) => root.querySelector(selector);
 
@@ -123,7 +123,8 @@ export class GoalList {
     const node = $(`.goal[data-goal-id="${CSS.escape(goal.id)}"]`, this.box);
     if (!node) return;
     const box = $(".goal-trend", node);
-    const usable = usablePoints(points);
+    const period = currentPeriod(goal);
+    const usable = fromPeriodStart(usablePoints(points), goal, period);
     box.replaceChildren();
     box.hidden = points === null;
     if (usable.length) node.dataset.lastProgress = String(usable[usable.length - 1].progress);
@@ -137,7 +138,6 @@ export class GoalList {
       box.append(none);
       return;
     }
-    const period = currentPeriod(goal);
     box.append(drawTrend(usable, period, trendLabel(usable, period, goal.interval), box.clientWidth));
   }
 

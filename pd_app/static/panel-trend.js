@@ -22,6 +22,14 @@ export function usablePoints(points) {
   return (points || []).filter((point) => typeof point.progress === "number" && Number.isFinite(point.progress));
 }
 
+// Goals that count what happened within the period (deals won, activities completed...) start every period at
+// zero, so a line can begin there: one snapshot already draws a trend. A forecast does not start at zero.
+export function fromPeriodStart(points, goal, period) {
+  const name = String((goal.type && goal.type.name) || "").toLowerCase();
+  if (!points.length || name.includes("forecast") || points[0].date <= period.start) return points;
+  return [{ date: period.start, actual: 0, target: points[0].target, progress: 0 }, ...points];
+}
+
 function shortDay(day) {
   return new Intl.DateTimeFormat(LOCALE, { day: "numeric", month: "short", timeZone: "UTC" }).format(parseDay(day));
 }

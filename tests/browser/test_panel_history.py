@@ -126,7 +126,8 @@ def test_no_history_no_line_and_no_error(demo: Demo, tab: Tab):
     today = date.today()
     demo.install(2001)
     calls = _goal(demo, "Calls and meetings")
-    demo.snapshot(calls["id"], today, 12, 40)  # one point is not a line yet
+    revenue = _goal(demo, "Revenue forecast this year")
+    demo.snapshot(revenue["id"], today, 120_000, 1_200_000)  # one point of a forecast is not a line yet
     asked = []
     tab.page.on("request", lambda r: "/history" in r.url and asked.append(r.url))
 
@@ -142,11 +143,41 @@ def test_no_history_no_line_and_no_error(demo: Demo, tab: Tab):
 
     # One history read per card, for the days of the period it shows so far.
     windows = {urlsplit(url).path.split("/")[-2]: parse_qs(urlsplit(url).query) for url in asked}
-    revenue = _goal(demo, "Revenue forecast this year")
     assert windows[revenue["id"]] == {"from": [f"{today.year}-01-01"], "to": [today.isoformat()]}
     monday = today - timedelta(days=today.weekday())
     assert windows[calls["id"]] == {"from": [monday.isoformat()], "to": [today.isoformat()]}
     assert len(asked) == cards.count()
+
+
+def test_a_counting_goal_draws_from_zero_at_its_period_start_after_one_snapshot(demo: Demo, tab: Tab):
+    """Deals won, activities completed...: every period starts at zero, so the first snapshot already gives a
+    line (what `snapshots take` leaves on its first run). A forecast does not (the test above)."""
+    today = date.today()
+    demo.install(2001)
+    calls = _goal(demo, "Calls and meetings")  # activities completed
+    quarter = date(today.year, (today.month - 1) // 3 * 3 + 1, 1)
+    starts = {
+        "weekly": today - timedelta(days=today.weekday()),
+        "monthly": today.replace(day=1),
+        "quarterly": quarter,
+    }
+    begins = date.fromisoformat(calls["duration"]["start"])  # a period never starts before its goal
+    starts = {name: max(start, begins) for name, start in starts.items()}
+    # A period that began before today (on a Monday that is the 1st of a quarter's month, none did).
+    interval = next((name for name, start in starts.items() if start < today), "weekly")
+    start = starts[interval]
+    demo.sandbox.update_goal(1001, calls["id"], {"interval": interval})
+    demo.snapshot(calls["id"], today, 12, 40, period=(start, today))
+    tab.page.goto(demo.crm())
+    tab.wait_for_progress()
+    card = tab.panel.locator(".goal", has_text="Calls and meetings")
+    if start == today:  # the period starts today: its one snapshot is its start, nothing to join yet
+        expect(card.locator(".trend-empty")).to_have_text("No history yet")
+        return
+    chart = card.get_by_role("img")
+    unit = {"weekly": "week", "monthly": "month", "quarterly": "quarter"}[interval]
+    expect(chart).to_have_attribute("data-points", "2")
+    expect(chart).to_have_attribute("aria-label", f"Progress this {unit}: 0% on {_short(start)} to 30% today")
 
 
 def test_a_failing_history_or_result_never_breaks_a_card(demo: Demo, tab: Tab):
