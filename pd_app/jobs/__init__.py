@@ -121,7 +121,10 @@ def keep_alive() -> None:
 
 
 def init_app(app: Flask) -> None:
+    from . import snapshots
+
     app.extensions["pd_jobs"] = Jobs(app)
+    snapshots.init_app(app)
 
 
 def jobs() -> Jobs:
