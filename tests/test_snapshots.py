@@ -21,7 +21,7 @@ from werkzeug.datastructures import MultiDict
 from pd_app import create_app
 from pd_app.db import get_session
 from pd_app.jobs import jobs
-from pd_app.jobs.snapshots import calendar_period, current_period, take, take_due
+from pd_app.jobs.snapshots import calendar_period, current_period, found_goals, take, take_due
 from pd_app.models import GoalReached, GoalSnapshot, Installation, Webhook, WebhookDelivery
 from pd_app.sandbox import queries
 
@@ -133,6 +133,14 @@ def test_calendar_periods(interval, today, period):
 )
 def test_the_current_period_is_clipped_to_the_duration(duration, today, period):
     assert current_period({"interval": "monthly", "duration": duration}, today) == period
+
+
+def test_only_goals_with_a_usable_id_are_taken_from_a_find_answer():
+    goals = [{"id": "ab12"}, {"id": 7}, {"id": "../users"}, {"id": True}, {"id": ""}, "junk", {"title": "x"}]
+    body = json.dumps({"success": True, "data": {"goals": goals}}).encode()
+    assert [g["id"] for g in found_goals(body)] == ["ab12", "7"]
+    assert found_goals(b'{"success": true, "data": {"goals": null}}') == []
+    assert found_goals(b'{"success": true, "data": null}') == []
 
 
 # -- what is sent and stored -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 FIND_PATH = "/api/v1/goals/find"
 ACTIVE = [("is_active", "true")]
+GOAL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what the proxy accepts as a goal id (goals/validation.py)
 # A company-wide refusal: nothing more is sent for the company in this run; its goals stay due.
 COMPANY_REFUSALS = (
     BudgetExhausted,
@@ -97,10 +99,10 @@ def current_period(goal: dict[str, Any], today: date) -> tuple[date, date] | Non
 
 
 # -- which installation, which companies ------------------------------------------------------------------
-def serving_installations(session: Session, company_id: int | None = None) -> dict[int, Installation | None]:
-    """Per company with an installation that is not uninstalled: the one that takes its snapshots (its
-    active admin's, else its most recently refreshed active one), or None when none is active (they all
-    need reauthorization)."""
+def serving_installations(session: Session, company_id: int | None = None) -> dict[int, int | None]:
+    """Per company with an installation that is not uninstalled: the id of the one that takes its snapshots
+    (its active admin's, else its most recently refreshed active one), or None when none is active (they
+    all need reauthorization)."""
     query = select(Installation).where(Installation.status != InstallationStatus.UNINSTALLED)
     if company_id is not None:
         query = query.where(Installation.company_id == company_id)
@@ -115,10 +117,10 @@ def serving_installations(session: Session, company_id: int | None = None) -> di
             Installation.installed_at.desc(),
         )
     ).all()
-    chosen: dict[int, Installation | None] = {}
+    chosen: dict[int, int | None] = {}
     for inst in rows:
         if inst.company_id not in chosen:
-            chosen[inst.company_id] = inst if inst.status == InstallationStatus.ACTIVE else None
+            chosen[inst.company_id] = inst.id if inst.status == InstallationStatus.ACTIVE else None
     return chosen
 
 
@@ -167,14 +169,14 @@ def take(company_id: int | None = None, *, now: datetime | None = None, only_due
     chosen = serving_installations(session, company_id)
     session.rollback()  # no read stays open while Pipedrive answers
     outcome = Outcome()
-    for company, inst in chosen.items():
-        if inst is None:
+    for company, installation_id in chosen.items():
+        if installation_id is None:
             _skip(outcome, company, "its installations need reauthorization")
             continue
         if only_due and not _company_due(company, now, every):
             continue
         try:
-            _take_company(inst.id, company, now, every if only_due else 0, outcome)
+            _take_company(installation_id, company, now, every if only_due else 0, outcome)
         except Exception:  # one company's surprise must not stop the others' snapshots
             log.exception("snapshots: company %s failed; tried again on the next run", company)
             outcome.skipped.append((company, "failed"))
@@ -199,7 +201,7 @@ def _take_company(installation_id: int, company_id: int, now: datetime, every: i
         return
     outcome.tokens += COSTS["find"]
     outcome.companies += 1
-    goals = _found_goals(body)
+    goals = found_goals(body)
     last_taken = _last_taken(company_id, [goal["id"] for goal in goals])
     cutoff = now - timedelta(seconds=every)
     today = now.astimezone(UTC).date()
@@ -232,14 +234,19 @@ def _take_company(installation_id: int, company_id: int, now: datetime, every: i
     _company_found(company_id, now, pending=False)
 
 
-def _found_goals(body: bytes) -> list[dict[str, Any]]:
+def found_goals(body: bytes) -> list[dict[str, Any]]:
+    """The goals of a find answer, each with a string id that is safe in a path (others are left out)."""
     data = json.loads(body).get("data")
     goals = data.get("goals") if isinstance(data, dict) else None
-    return [
-        goal
-        for goal in goals or []
-        if isinstance(goal, dict) and isinstance(goal.get("id"), str | int) and str(goal["id"])
-    ]
+    found = []
+    for goal in goals if isinstance(goals, list) else []:
+        value = goal.get("id") if isinstance(goal, dict) else None
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            continue
+        goal_id = str(value)
+        if GOAL_ID.fullmatch(goal_id):
+            found.append({**goal, "id": goal_id})
+    return found
 
 
 def _last_taken(company_id: int, goal_ids: list[str]) -> dict[str, datetime]:
