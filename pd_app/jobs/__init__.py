@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from flask import Flask, current_app
 log = logging.getLogger(__name__)
 
 KEEP_ALIVE_DAYS = 30
+LOCK_TTL_S = 15 * 60  # longer than any run of a periodic task
 
 
 class Jobs:
@@ -74,14 +76,13 @@ class Jobs:
                 if not locked:
                     return fn(*args)
                 # Another worker already runs it: this turn is skipped, the next one comes round anyway.
+                if not _acquire(huey, name):
+                    log.info("periodic task %s is running on another worker; skipped", name)
+                    return None
                 try:
-                    with huey.lock_task(name):
-                        return fn(*args)
-                except Exception as exc:
-                    if type(exc).__name__ == "TaskLockedException":
-                        log.info("periodic task %s is running on another worker; skipped", name)
-                        return None
-                    raise
+                    return fn(*args)
+                finally:
+                    huey.delete(_lock_key(name))
 
         run.__name__ = name
         return run
@@ -106,6 +107,25 @@ class Jobs:
         )
 
 
+def _lock_key(name: str) -> str:
+    return f"pd_app.periodic-lock.{name}"
+
+
+def _acquire(huey: Any, name: str) -> bool:
+    """Take the task's lock, shared by every worker through the queue's store. It holds the time it was taken,
+    and a lock older than LOCK_TTL_S is taken over: a worker killed while holding one (SIGKILL, out of memory)
+    does not stop the task for good. (Huey's own lock_task cannot expire on its SQLite store.)"""
+    key = _lock_key(name)
+    if huey.put_if_empty(key, time.time()):
+        return True
+    taken = huey.get(key, peek=True)
+    if isinstance(taken, float) and time.time() - taken > LOCK_TTL_S:
+        log.warning("periodic task %s: taking over a lock held for more than %s s", name, LOCK_TTL_S)
+        huey.delete(key)
+        return bool(huey.put_if_empty(key, time.time()))
+    return False
+
+
 def _register_keep_alive(jobs: Jobs) -> None:
     from huey import crontab
 
@@ -121,7 +141,10 @@ def keep_alive() -> None:
 
 
 def init_app(app: Flask) -> None:
+    from . import snapshots
+
     app.extensions["pd_jobs"] = Jobs(app)
+    snapshots.init_app(app)
 
 
 def jobs() -> Jobs:
