@@ -118,7 +118,10 @@ def post(target: safety.Target, body: bytes, headers: dict[str, str], timeout: f
         return Outcome(status, _ms(started), error, text)
     except urllib3.exceptions.HTTPError as exc:
         reason = getattr(exc, "reason", None) or exc
-        kind = "timeout" if isinstance(exc, urllib3.exceptions.TimeoutError) else "connection failed"
+        # urllib3's NewConnectionError is a kind of ConnectTimeoutError: a refusal, not a timeout.
+        refused = isinstance(exc, urllib3.exceptions.NewConnectionError)
+        timed_out = isinstance(exc, urllib3.exceptions.TimeoutError) and not refused
+        kind = "timeout" if timed_out else "connection failed"
         return Outcome(None, _ms(started), f"{kind}: {reason}"[:500])
     finally:
         pool.close()
@@ -244,8 +247,6 @@ def _record(
     """Log the attempt and apply its outcome: delivered (and the webhook healthy again), or failing."""
     try:
         with db.transaction(session):
-            if session.get(Webhook, hook.id, populate_existing=True) is None:
-                return  # removed while we were sending
             session.add(
                 WebhookAttempt(
                     webhook_id=hook.id,
@@ -257,6 +258,11 @@ def _record(
                     response_excerpt=outcome.excerpt,
                 )
             )
+            # Written before anything is read: on SQLite a transaction that read first cannot write once
+            # another worker has committed. A webhook removed meanwhile fails this on its foreign key.
+            session.flush()
+            if session.get(Webhook, hook.id, populate_existing=True) is None:
+                return
             if outcome.delivered:
                 session.execute(
                     update(WebhookDelivery)
@@ -274,7 +280,6 @@ def _record(
                     .execution_options(synchronize_session=False)
                 )
                 log.warning("webhook %s is failing: %s undelivered for 24 h", hook.id, delivery.event_id)
-            session.flush()
             _prune(session, hook.id)
     except IntegrityError:
         log.info("webhook %s was removed while a delivery was being recorded", hook.id)
