@@ -202,6 +202,7 @@ def test_a_read_scope_key_may_not_manage_webhooks(app, client, key, make_key):
         ({"url": "https://partner.example.com/" + "a" * 2000, "events": ["goal.reached"]}, "url", "invalid"),
         ({"url": "https://partner.example.com:99999/", "events": ["goal.reached"]}, "url", "invalid"),
         ({"url": "https://partner.example.com/a b", "events": ["goal.reached"]}, "url", "invalid"),
+        ({"url": "https://partner.example.com/ü", "events": ["goal.reached"]}, "url", "invalid"),
         ({"url": 5, "events": ["goal.reached"]}, "url", "invalid"),
         ({"url": "https://partner.example.com/"}, "events", "invalid_type"),
         ({"url": "https://partner.example.com/", "events": []}, "events", "required"),
@@ -444,6 +445,16 @@ def test_the_log_keeps_the_last_100_attempts(app, receiver):
     log = rows(app, WebhookAttempt)
     assert len(log) == 100
     assert log[0].event_id == "evt_old1" and log[-1].status == 200
+
+
+def test_delivered_rows_are_forgotten_after_a_week_but_the_log_stays(app, receiver):
+    add_hook(app, receiver.url)
+    emit(app)
+    deliver(app)
+    with app.app_context():
+        assert delivery.prune_delivered(utcnow() + timedelta(days=6)) == 0
+        assert delivery.prune_delivered(utcnow() + timedelta(days=8)) == 1
+    assert rows(app, WebhookDelivery) == [] and len(rows(app, WebhookAttempt)) == 1
 
 
 def test_two_workers_never_send_one_delivery_twice(app, receiver):

@@ -52,15 +52,15 @@ def list_command(company_id: int | None) -> None:
     hooks = registry.listing(get_session(), company_id)
     click.echo(f"{'id':>4} {'company':>10} {'created':<20} {'status':<32} {'pending':>7}  events  url")
     for h in hooks:
-        status = f"FAILING since {h['failing_since']}" if h["failing"] else "ok"
+        status = f"FAILING since {h['failing_since'][:16]}" if h["failing"] else "ok"
         click.echo(
-            f"{h['id']:>4} {h['company_id']:>10} {h['created_at']:<20} {status:<32} "
+            f"{h['id']:>4} {h['company_id']:>10} {h['created_at'][:16]:<20} {status:<32} "
             f"{h['pending_deliveries']:>7}  {','.join(h['events'])}  {h['url']}"
         )
         for a in h["last_attempts"]:
             outcome = a["status"] if a["status"] is not None else "-"
             click.echo(
-                f"       {a['at']}  {outcome!s:>3}  {a['duration_ms']:>5} ms  {a['event_id']}"
+                f"       {a['at'][:19]}  {outcome!s:>3}  {a['duration_ms']:>5} ms  {a['event_id']}"
                 + (f"  {a['error']}" if a["error"] else "")
             )
 

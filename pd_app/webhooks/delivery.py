@@ -10,7 +10,7 @@
   kept, not sent: only its oldest pending delivery is tried (hourly, the backoff's cap). When that one gets a
   2xx the webhook is healthy again and everything kept is sent at once, oldest first.
 - Each attempt is logged (time, status, duration, error, the first 1 KB of the answer); the last 100 per
-  webhook are kept.
+  webhook are kept. Delivered rows are deleted after 7 days (hourly, by the periodic task).
 """
 
 from __future__ import annotations
@@ -197,7 +197,11 @@ def deliver_due(limit: int = BATCH, *, now: datetime | None = None, timeout: flo
         if row is None:
             continue  # the webhook was removed meanwhile
         delivery, hook = row
-        outcome = _send(hook, delivery, settings.production, timeout)
+        try:
+            outcome = _send(hook, delivery, settings.production, timeout)
+        except Exception as exc:  # one bad delivery must not stop the batch; it is logged and retried
+            log.exception("webhook %s: delivery %s failed unexpectedly", hook.id, delivery.id)
+            outcome = Outcome(None, 0, f"not sent: {type(exc).__name__}")
         summary.attempted += 1
         if outcome.delivered:
             summary.delivered += 1
@@ -322,6 +326,28 @@ def _prune(session: Session, webhook_id: int) -> None:
 # -- the queue ---------------------------------------------------------------------------------------------
 
 
+KEEP_DELIVERED = timedelta(days=7)
+
+
+def prune_delivered(now: datetime | None = None) -> int:
+    """Forget deliveries delivered more than 7 days ago (their attempts stay in the log)."""
+    session = db.get_session()
+    cutoff = (now or utcnow()) - KEEP_DELIVERED
+    with db.transaction(session):
+        return session.execute(
+            delete(WebhookDelivery)
+            .where(WebhookDelivery.delivered_at < cutoff)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+
+
+def run_periodic() -> None:
+    """The every-minute task: what `deliver_now` does, and once an hour the delivered rows are pruned."""
+    if utcnow().minute == 13:
+        prune_delivered()
+    run_deliveries()
+
+
 def run_deliveries() -> None:
     """The worker's task: one batch now, and another at once if this one was full."""
     summary = deliver_due(BATCH)
@@ -355,5 +381,5 @@ def after_rollback(session: Session, _previous_transaction: object) -> None:
 def register_tasks(jobs) -> None:
     from huey import crontab
 
-    jobs.periodic("deliveries", crontab(), run_deliveries)
+    jobs.periodic("deliveries", crontab(), run_periodic)
     jobs.task("deliver_now", run_deliveries)

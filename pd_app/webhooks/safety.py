@@ -48,8 +48,8 @@ def parse(url: object, *, production: bool) -> SplitResult:
         raise UnsafeUrl("must be a URL like https://example.com/hooks")
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeUrl(f"must be at most {MAX_URL_LENGTH} characters")
-    if any(ord(ch) <= 32 or ord(ch) == 127 for ch in url):
-        raise UnsafeUrl("must not contain spaces or control characters")
+    if not url.isascii() or any(ord(ch) <= 32 or ord(ch) == 127 for ch in url):
+        raise UnsafeUrl("must be ASCII without spaces or control characters (percent-encode the rest)")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError for a port that is not a number or out of range)

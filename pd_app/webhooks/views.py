@@ -24,9 +24,8 @@ def _created_by(principal: Principal) -> str:
 @bp.post("")
 def add_webhook():
     principal, _inst = _caller(KeyScope.FULL)
-    body = _json_body()
-    fields = body if isinstance(body, dict) else {}
-    if not isinstance(body, dict):
+    fields = _json_body()
+    if not isinstance(fields, dict):
         raise registry.InvalidWebhook(
             [{"field": "body", "message": "The body must be a JSON object.", "code": "invalid_type"}]
         )
