@@ -794,3 +794,21 @@ def test_the_readme_receiver_accepts_a_real_delivery_and_rejects_a_tampered_one(
         assert hook_id
     finally:
         proc.stop()
+
+
+def test_tokens_reencrypt_moves_webhook_secrets_to_the_new_key(make_app, receiver):
+    from cryptography.fernet import Fernet
+
+    app = make_app()
+    _, secret = add_hook(app, receiver.url)
+    new_key = Fernet.generate_key().decode()
+    rotated = make_app(TOKEN_ENCRYPTION_KEYS=f"{new_key},{ENCRYPTION_KEY}")
+    result = rotated.test_cli_runner().invoke(args=["tokens", "reencrypt"])
+    assert result.exit_code == 0 and "Re-encrypted 1 webhook secret(s); 0 failed." in result.output
+    new_only = make_app(TOKEN_ENCRYPTION_KEYS=new_key)
+    with new_only.app_context():
+        (hook,) = get_session().scalars(select(Webhook)).all()
+        assert registry.secret_of(hook) == secret
+    emit(new_only)
+    assert deliver(new_only).delivered == 1
+    assert verify(secret, receiver.requests[0]["headers"]["Pd-App-Signature"], receiver.requests[0]["body"])
