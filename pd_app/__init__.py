@@ -34,6 +34,7 @@ def create_app(
         tokens,
         ui,
         web,
+        webhooks,
     )
     from .config import load_settings, production_warnings
 
@@ -58,6 +59,7 @@ def create_app(
     errors.init_app(app)
     proxy.init_app(app)
     jobs.init_app(app)
+    webhooks.init_app(app)
     for module in (web, install, ops, cli, ui):
         module.init_app(app)
     app.after_request(web.add_security_headers)

@@ -15,6 +15,7 @@ from .db import get_session, transaction
 from .logs import audit
 from .models import Installation, KeyScope, PartnerKey, utcnow
 from .proxy.cors import normalize_origin
+from .webhooks.registry import reencrypt_secrets
 
 keys_cli = AppGroup("keys", help="Partner keys for the /api/v1 proxy.")
 installations_cli = AppGroup("installations", help="Installations of the app (never shows a token).")
@@ -229,10 +230,12 @@ def refresh_due_command(days: int) -> None:
 
 @tokens_cli.command("reencrypt")
 def reencrypt_command() -> None:
-    """Re-encrypt every stored token under the first key of TOKEN_ENCRYPTION_KEYS."""
+    """Re-encrypt every stored token and webhook secret under the first key of TOKEN_ENCRYPTION_KEYS."""
     done, failed = lifecycle.reencrypt_all()
     click.echo(f"Re-encrypted {done} installation(s) under the first key; {failed} failed.")
-    if failed:
+    hooks, hooks_failed = reencrypt_secrets(get_session())
+    click.echo(f"Re-encrypted {hooks} webhook secret(s); {hooks_failed} failed.")
+    if failed or hooks_failed:
         raise SystemExit(1)
 
 

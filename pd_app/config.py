@@ -55,6 +55,7 @@ class Settings:
     breaker_failures: int = 5  # consecutive failures that open a Pipedrive host's breaker
     breaker_cool_off_s: float = 10.0
     token_timeout: float = 10.0
+    webhook_timeout_s: float = 5.0  # one webhook delivery's POST, connect to last byte
     refresh_margin_s: int = 300
     state_max_age_s: int = 600
 

@@ -32,6 +32,7 @@ from .proxy.throttle import InstallationThrottled
 from .tokens.cipher import TokenDecryptError
 from .tokens.refresh import TokenServiceUnavailable
 from .tokens.store import NotInstalled, ReauthRequired
+from .webhooks.registry import InvalidWebhook, WebhookNotFound
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,12 @@ DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
         "Send it again after the number of seconds in Retry-After to get its answer.",
         retry_after=1,
     ),
+    InvalidWebhook: Envelope(
+        400, "validation_failed", None, "Fix each entry of `details` and send it again."
+    ),
+    WebhookNotFound: Envelope(
+        404, "not_found", "No such webhook in this company.", "List them with GET /api/v1/app/webhooks."
+    ),
     # The app's own database: down, restarting, or every pooled connection busy.
     OperationalError: _DATABASE_DOWN,
     InterfaceError: _DATABASE_DOWN,
@@ -272,6 +279,9 @@ def as_api_error(exc: Exception) -> ApiError:
         details = [{"field": "body", "message": message, "code": "upstream_rejected"}]
     elif isinstance(exc, InvalidIdempotencyKey):
         details = [exc.detail]
+    elif isinstance(exc, InvalidWebhook):
+        details = exc.details
+        message = f"The request has {len(details)} problem{'s' if len(details) != 1 else ''}."
     return ApiError(
         getattr(exc, "status", None) or spec.status,
         spec.code,

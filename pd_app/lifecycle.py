@@ -17,6 +17,7 @@ from .pipedrive.api import TokenEndpointUnavailable
 from .tokens.cipher import TokenDecryptError, cipher
 from .tokens.refresh import TokenServiceUnavailable, refresh
 from .tokens.store import NotInstalled, ReauthRequired
+from .webhooks import events
 
 
 def _erase(company_id: int, user_id: int, by: str) -> bool:
@@ -33,6 +34,7 @@ def _erase(company_id: int, user_id: int, by: str) -> bool:
         inst.access_token_enc = None
         inst.refresh_token_enc = None
         inst.access_token_expires_at = None
+        events.emit(locked, company_id, events.UNINSTALLED, {"company_id": company_id, "user_id": user_id})
         locked.commit()
     audit("uninstalled", company_id=company_id, user_id=user_id, by=by)
     return True

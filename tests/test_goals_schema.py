@@ -571,6 +571,9 @@ def test_every_path_is_under_api_and_has_the_expected_operations(document):
         ("delete", "/api/v1/goals/{id}"): "deleteGoal",
         ("get", "/api/v1/app/installation"): "getInstallation",
         ("get", "/api/v1/goals/{id}/history"): "getGoalHistory",
+        ("post", "/api/v1/app/webhooks"): "addWebhook",
+        ("get", "/api/v1/app/webhooks"): "listWebhooks",
+        ("delete", "/api/v1/app/webhooks/{id}"): "deleteWebhook",
         ("get", "/api/openapi.json"): "getOpenApi",
     }
 
@@ -673,7 +676,7 @@ def test_errors_use_the_one_envelope(document):
     }
     assert {"success", "error", "error_info", "code", "details"} <= set(error["properties"])
     for _, _, operation in operations(document):
-        assert "200" in operation["responses"]
+        assert {"200", "201"} & set(operation["responses"])
     add_responses = document["paths"]["/api/v1/goals"]["post"]["responses"]
     assert {"400", "401", "403", "409", "413", "415", "429", "502", "503", "504"} <= set(add_responses)
     rate_limited = resolve(document, add_responses["429"]["$ref"])

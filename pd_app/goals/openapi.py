@@ -93,6 +93,13 @@ def _responses(success: str, *statuses: str, read: bool = False) -> dict[str, An
     return responses
 
 
+def _created(success: str, *statuses: str) -> dict[str, Any]:
+    responses = _responses(success, *statuses)
+    responses["201"] = {**responses.pop("200"), "description": "Created."}
+    del responses["201"]["headers"]
+    return responses
+
+
 def _error_responses() -> dict[str, Any]:
     responses = {}
     for status, (name, when, codes) in ERROR_RESPONSES.items():
@@ -228,6 +235,65 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 ],
                 "responses": _responses(
                     "#/components/schemas/GoalHistoryResponse", "400", "401", "403", "429", "500"
+                ),
+            },
+        },
+        "/api/v1/app/webhooks": {
+            "post": {
+                "operationId": "addWebhook",
+                "tags": ["App"],
+                "summary": "Register a webhook",
+                "description": "Scope full. The answer carries the signing secret: the only time it is "
+                "shown. In production the URL must be https:// and resolve to public addresses only.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/WebhookRequest"},
+                            "example": {
+                                "url": "https://partner.example.com/pd-hooks",
+                                "events": ["goal.reached"],
+                            },
+                        }
+                    },
+                },
+                "responses": _created(
+                    "#/components/schemas/WebhookCreatedResponse",
+                    "400",
+                    "401",
+                    "403",
+                    "413",
+                    "415",
+                    "429",
+                    "500",
+                ),
+            },
+            "get": {
+                "operationId": "listWebhooks",
+                "tags": ["App"],
+                "summary": "The company's webhooks",
+                "description": "Scope full. Each with its health (`failing`) and its last delivery attempts; "
+                "never its secret.",
+                "responses": _responses("#/components/schemas/WebhooksResponse", "401", "403", "429", "500"),
+            },
+        },
+        "/api/v1/app/webhooks/{id}": {
+            "parameters": [
+                {
+                    "in": "path",
+                    "name": "id",
+                    "required": True,
+                    "description": "The webhook's id.",
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            ],
+            "delete": {
+                "operationId": "deleteWebhook",
+                "tags": ["App"],
+                "summary": "Remove a webhook",
+                "description": "Scope full. Its pending deliveries go with it.",
+                "responses": _responses(
+                    "#/components/schemas/WebhookDeletedResponse", "401", "403", "404", "429", "500"
                 ),
             },
         },

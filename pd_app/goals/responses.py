@@ -6,6 +6,7 @@ These describe what comes back rather than validate anything, so they are plain 
 from typing import Any
 
 from ..errors import error_codes_by_status
+from ..webhooks.events import EVENT_TYPES
 from .validation import DETAIL_CODES
 
 _BY_STATUS = error_codes_by_status()
@@ -23,7 +24,7 @@ _ERROR_DOCS = {
     ),
     402: ("PaymentRequired", "The company's Pipedrive account is not active."),
     403: ("Forbidden", "The credential may not do this, or the installation lacks a scope."),
-    404: ("NotFound", "No such goal."),
+    404: ("NotFound", "No such goal (or webhook, in this company)."),
     405: ("MethodNotAllowed", "The path does not take this method."),
     409: (
         "Conflict",
@@ -229,6 +230,97 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
+        },
+    },
+    "WebhookRequest": {
+        "type": "object",
+        "required": ["url", "events"],
+        "additionalProperties": False,
+        "properties": {
+            "url": {
+                "type": "string",
+                "format": "uri",
+                "maxLength": 2000,
+                "description": "Absolute http(s) URL without credentials; https:// and a public host in "
+                "production.",
+            },
+            "events": {
+                "type": "array",
+                "minItems": 1,
+                "uniqueItems": True,
+                "items": {"type": "string", "enum": list(EVENT_TYPES)},
+            },
+        },
+    },
+    "Webhook": {
+        "type": "object",
+        "description": "A registered webhook; never its secret.",
+        "required": ["id", "url", "events", "created_at", "failing"],
+        "properties": {
+            "id": {"type": "integer"},
+            "company_id": {"type": "integer"},
+            "url": {"type": "string"},
+            "events": {"type": "array", "items": {"type": "string", "enum": list(EVENT_TYPES)}},
+            "created_at": {"type": "string", "format": "date-time"},
+            "failing": {
+                "type": "boolean",
+                "description": "A delivery kept failing for 24 h: later events are kept, and only the oldest "
+                "is retried (hourly) until one succeeds.",
+            },
+            "failing_since": _NULLABLE_TIME,
+            "pending_deliveries": {"type": "integer", "minimum": 0},
+            "last_attempts": {
+                "type": "array",
+                "description": "The latest delivery attempts, newest first.",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "at": {"type": "string", "format": "date-time"},
+                        "event_id": {"type": "string"},
+                        "status": {
+                            **_NULLABLE_INT,
+                            "description": "The receiver's HTTP status (null: none).",
+                        },
+                        "duration_ms": {"type": "integer"},
+                        "error": {"type": ["string", "null"]},
+                    },
+                },
+            },
+        },
+    },
+    "WebhookCreatedResponse": {
+        "type": "object",
+        "properties": {
+            "success": {"type": "boolean", "const": True},
+            "data": {
+                "allOf": [
+                    {"$ref": "#/components/schemas/Webhook"},
+                    {
+                        "type": "object",
+                        "required": ["secret"],
+                        "properties": {
+                            "secret": {
+                                "type": "string",
+                                "description": "The signing secret (`whsec_…`), shown only here.",
+                            }
+                        },
+                    },
+                ]
+            },
+        },
+    },
+    "WebhooksResponse": {
+        "type": "object",
+        "properties": {
+            "success": {"type": "boolean", "const": True},
+            "data": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}},
+        },
+    },
+    "WebhookDeletedResponse": {
+        "type": "object",
+        "properties": {
+            "success": {"type": "boolean", "const": True},
+            "data": {"type": "object", "properties": {"id": {"type": "integer"}}},
         },
     },
     "Budget": {

@@ -23,6 +23,7 @@ from ..pipedrive.api import (
     TokenEndpointError,
     TokenEndpointUnavailable,
 )
+from ..webhooks import events
 from .cipher import cipher
 from .store import (
     NotInstalled,
@@ -158,6 +159,8 @@ def _refresh_locked(locked: Session, row: Installation, force: bool) -> tuple[st
             audit("refresh_failed", company_id=row.company_id, user_id=row.user_id, error=exc.error)
             raise TokenServiceUnavailable(exc.error) from None
         row.status = InstallationStatus.REAUTH_REQUIRED
+        who = {"company_id": row.company_id, "user_id": row.user_id}
+        events.emit(locked, row.company_id, events.REAUTH_REQUIRED, who)
         locked.commit()
         audit("reauth_required", company_id=row.company_id, user_id=row.user_id, error=exc.error)
         return "", True

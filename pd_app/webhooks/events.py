@@ -18,6 +18,7 @@ GOAL_REACHED = "goal.reached"
 REAUTH_REQUIRED = "installation.reauth_required"
 UNINSTALLED = "installation.uninstalled"
 EVENT_TYPES = (GOAL_PROGRESS, GOAL_REACHED, REAUTH_REQUIRED, UNINSTALLED)
+EMITTED = "pd_webhooks_emitted"  # session.info flag: delivery.after_commit queues a delivery run
 
 
 def new_event_id() -> str:
@@ -46,6 +47,7 @@ def emit(session: Session, company_id: int, event_type: str, data: dict[str, Any
         separators=(",", ":"),
         sort_keys=True,
     ).encode()
+    session.info[EMITTED] = True
     for hook in subscribed:
         session.add(
             WebhookDelivery(

@@ -1,0 +1,62 @@
+"""/api/v1/app/webhooks: a partner registers, lists and removes its company's webhooks. Scope full (a
+read-scope key may be a public browser key, and a webhook's URL and log are the company's own business);
+the credential's company is the only company these see."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+from ..auth import Principal
+from ..db import get_session
+from ..models import KeyScope
+from ..proxy.views import _caller, _json_body
+from . import registry
+
+bp = Blueprint("webhooks_api", __name__, url_prefix="/api/v1/app/webhooks")
+
+
+def _created_by(principal: Principal) -> str:
+    if principal.key_id is not None:
+        return f"key:{principal.key_id}"
+    return f"jwt:{principal.company_id}:{principal.user_id}"
+
+
+@bp.post("")
+def add_webhook():
+    principal, _inst = _caller(KeyScope.FULL)
+    fields = _json_body()
+    if not isinstance(fields, dict):
+        raise registry.InvalidWebhook(
+            [{"field": "body", "message": "The body must be a JSON object.", "code": "invalid_type"}]
+        )
+    unknown = sorted(set(fields) - {"url", "events"})
+    if unknown:
+        raise registry.InvalidWebhook(
+            [
+                {"field": name, "message": f"{name} is not a field of a webhook.", "code": "unknown_field"}
+                for name in unknown
+            ]
+        )
+    hook, secret = registry.add(
+        get_session(),
+        principal.company_id,
+        fields.get("url"),
+        fields.get("events"),
+        created_by=_created_by(principal),
+        production=current_app.config["SETTINGS"].production,
+    )
+    data = registry.describe(hook, [], 0, secret=secret)
+    return jsonify({"success": True, "data": data}), 201
+
+
+@bp.get("")
+def list_webhooks():
+    principal, _inst = _caller(KeyScope.FULL)
+    return jsonify({"success": True, "data": registry.listing(get_session(), principal.company_id)})
+
+
+@bp.delete("/<int:webhook_id>")
+def remove_webhook(webhook_id: int):
+    principal, _inst = _caller(KeyScope.FULL)
+    registry.remove(get_session(), webhook_id, principal.company_id)
+    return jsonify({"success": True, "data": {"id": webhook_id}})
