@@ -80,3 +80,13 @@ def test_bad_windows_are_400_with_every_problem(make_app, sandbox_server, sandbo
     assert reversed_.status_code == 400 and reversed_.get_json()["details"][0]["code"] == "invalid_range"
     assert client.get("/api/v1/goals/bad%20id/history", headers={"x-api-token": key}).status_code == 400
     assert client.get(f"/api/v1/goals/{GOAL_ID}/history").status_code == 401
+
+
+def test_dates_at_the_edge_of_the_calendar_are_400_not_500(make_app, sandbox_server, sandbox):  # noqa: F811
+    app = make_app()
+    install(app, sandbox_server, sandbox)
+    key = new_key(app)
+    url = f"/api/v1/goals/{GOAL_ID}/history?to=0001-01-01"
+    resp = app.test_client().get(url, headers={"x-api-token": key})
+    # 90 days back from 0001-01-01 would be before the first day there is: the window starts there instead.
+    assert resp.status_code == 200 and resp.get_json()["data"]["points"] == []

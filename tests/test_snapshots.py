@@ -268,18 +268,21 @@ def test_a_company_over_its_cap_is_skipped_and_taken_later(
     assert [r.goal_id for r in rows(small)] == [first]
     skipped = [r for r in caplog.records if "skipped" in r.getMessage()]
     assert len(skipped) == 1 and "1001" in skipped[0].getMessage()
-    # The next minute it is due again, but the cap refuses the find: nothing is sent.
-    assert run(small, NOON + timedelta(minutes=1)).skipped
+    # A minute later it is not due yet (a failed run waits 5 minutes, then 10, ... up to an hour).
+    assert run(small, NOON + timedelta(minutes=1)).skipped == []
+    # After that wait it is due again, but the cap refuses the find: nothing is sent.
+    assert run(small, NOON + timedelta(minutes=6)).skipped
     assert (finds(sandbox), len(results_calls(sandbox))) == (1, 1)
-    # Once the cap allows, the goal left over is taken, and only that one.
+    # Once the cap allows (and the doubled wait has passed), the goal left over is taken, and only that one.
     roomy = make_app(COMPANY_DAILY_TOKEN_CAP="1000")
-    outcome = run(roomy, NOON + timedelta(minutes=2))
+    assert run(roomy, NOON + timedelta(minutes=15)).skipped == []  # still waiting: 10 minutes this time
+    outcome = run(roomy, NOON + timedelta(minutes=17))
     assert (outcome.taken, outcome.skipped) == (1, [])
     assert (finds(sandbox), len(results_calls(sandbox))) == (2, 2)
     assert results_calls(sandbox)[-1]["path"] == f"/api/v1/goals/{second}/results"
     assert sorted(r.goal_id for r in rows(roomy)) == sorted([first, second])
     # And then it waits for SNAPSHOT_EVERY like any other company.
-    assert run(roomy, NOON + timedelta(minutes=3)).tokens == 0
+    assert run(roomy, NOON + timedelta(minutes=18)).tokens == 0
     assert finds(sandbox) == 2
 
 
@@ -311,13 +314,14 @@ def test_pipedrives_429_skips_the_company_until_its_reset(make_app, sandbox_serv
     sandbox.set_knobs(force_api_status={"status": 429, "count": 1, "retry_after": 30})
     outcome = run(app, NOON)
     assert outcome.skipped and outcome.taken == 0
-    assert run(app, NOON + timedelta(minutes=1)).skipped  # throttled: nothing sent
+    assert run(app, NOON + timedelta(minutes=1)).skipped == []  # not due: the failure's 5-minute wait
+    assert run(app, NOON + timedelta(minutes=6)).skipped  # due, but throttled: nothing sent
     assert finds(sandbox) == 1
     with app.app_context():  # Pipedrive's reset has passed
         session = get_session()
         session.execute(update(Installation).values(throttled_until=None))
         session.commit()
-    outcome = run(app, NOON + timedelta(minutes=2))
+    outcome = run(app, NOON + timedelta(minutes=17))  # past the doubled wait
     assert (outcome.taken, outcome.skipped) == (2, [])
 
 
@@ -467,3 +471,17 @@ def test_two_workers_at_once_take_one_snapshot_per_goal_and_stop_on_sigterm(
         f"/api/v1/goals/{goal}/results" for goal in goals
     )
     assert sorted(r.goal_id for r in rows(app)) == sorted(goals)
+
+
+def test_a_company_whose_calls_keep_failing_is_asked_less_and_less(
+    make_app, sandbox_server, sandbox, actuals
+):
+    """Each failed run is charged (Pipedrive answered): retrying every minute would spend the company's whole
+    day. The wait doubles from 5 minutes to an hour."""
+    app = make_app()
+    install(app, sandbox_server, sandbox)
+    only_goals(sandbox, goal_body("A"))
+    sandbox.set_knobs(force_api_status={"status": 403, "count": 1000})
+    asked = [minute for minute in range(0, 61) if run(app, NOON + timedelta(minutes=minute)).skipped]
+    assert asked == [0, 5, 15, 35]  # waits of 5, 10, 20 minutes, then 40
+    assert finds(sandbox) == 4

@@ -812,3 +812,71 @@ def test_tokens_reencrypt_moves_webhook_secrets_to_the_new_key(make_app, receive
     emit(new_only)
     assert deliver(new_only).delivered == 1
     assert verify(secret, receiver.requests[0]["headers"]["Pd-App-Signature"], receiver.requests[0]["body"])
+
+
+# -- what the review found ----------------------------------------------------------------------------------
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout(make_app):
+    """A header line every 0.2 s, for ever: each read is quick, the whole answer never ends. Without a
+    deadline on the whole exchange this delivery would hold its worker until the receiver stops."""
+    stop = threading.Event()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        while not stop.wait(0.2):
+            try:
+                conn.sendall(b"X-Slow: y\r\n")
+            except OSError:
+                break
+        conn.close()
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    app = make_app({"webhook_timeout_s": 1.0})
+    try:
+        add_hook(app, f"http://127.0.0.1:{server.getsockname()[1]}/slow")
+        emit(app)
+        assert deliver(app).failed == 1
+        (attempt,) = rows(app, WebhookAttempt)
+        assert attempt.status is None and attempt.error.startswith("timeout")
+    finally:
+        stop.set()
+        server.close()
+        thread.join(5)
+
+
+def test_what_a_receiver_answers_is_stored_clean_and_short(app, receiver):
+    receiver.status, receiver.location = 302, "https://elsewhere.example/" + "a" * 3000
+    add_hook(app, receiver.url)
+    emit(app)
+    deliver(app)
+    (attempt,) = rows(app, WebhookAttempt)
+    assert len(attempt.error) <= 500 and attempt.error.startswith("redirect to")
+
+
+def test_a_panel_user_who_is_not_an_admin_may_not_manage_webhooks(make_app, sandbox_server, sandbox):
+    import jwt as pyjwt
+
+    from .conftest import Installer
+
+    app = make_app({"jwt_secret": "panel-jwt-secret-" + "x" * 32})
+    client = app.test_client()
+    installer = Installer(client, sandbox_server.url)
+    installer.install(user_id=2002)  # a seeded non-admin user of company 1001
+    installer.close()
+    secret = app.config["SETTINGS"].jwt_secret
+    claims = {"companyId": 1001, "userId": 2002, "exp": int(time.time()) + 600}
+    headers = {"Authorization": "Bearer " + pyjwt.encode(claims, secret, algorithm="HS256")}
+    refused = client.post("/api/v1/app/webhooks", json={"url": "http://127.0.0.1:9/x"}, headers=headers)
+    assert refused.status_code == 403 and refused.get_json()["code"] == "forbidden"
+    assert client.get("/api/v1/app/webhooks", headers=headers).status_code == 403
+    assert rows(app, Webhook) == []
+
+
+def test_an_id_too_large_for_the_column_is_not_found(app, client, key):
+    resp = client.delete("/api/v1/app/webhooks/9223372036854775808", headers=auth(key))
+    assert resp.status_code == 404 and resp.get_json()["code"] == "not_found"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from flask import Flask, current_app
 log = logging.getLogger(__name__)
 
 KEEP_ALIVE_DAYS = 30
-LOCK_TTL_S = 15 * 60  # longer than any run of a periodic task
+LOCK_TTL_S = 30 * 60  # longer than a run of a periodic task is expected to take
 
 
 class Jobs:
@@ -76,13 +77,14 @@ class Jobs:
                 if not locked:
                     return fn(*args)
                 # Another worker already runs it: this turn is skipped, the next one comes round anyway.
-                if not _acquire(huey, name):
+                token = _acquire(huey, name)
+                if token is None:
                     log.info("periodic task %s is running on another worker; skipped", name)
                     return None
                 try:
                     return fn(*args)
                 finally:
-                    huey.delete(_lock_key(name))
+                    _release(huey, name, token)
 
         run.__name__ = name
         return run
@@ -111,19 +113,32 @@ def _lock_key(name: str) -> str:
     return f"pd_app.periodic-lock.{name}"
 
 
-def _acquire(huey: Any, name: str) -> bool:
-    """Take the task's lock, shared by every worker through the queue's store. It holds the time it was taken,
-    and a lock older than LOCK_TTL_S is taken over: a worker killed while holding one (SIGKILL, out of memory)
-    does not stop the task for good. (Huey's own lock_task cannot expire on its SQLite store.)"""
+def _acquire(huey: Any, name: str) -> str | None:
+    """Take the task's lock, shared by every worker through the queue's store; returns its token, or None
+    when another worker holds it. The lock holds its token and the time it was taken: one older than
+    LOCK_TTL_S is taken over, so a worker killed while holding it (SIGKILL, out of memory) does not stop the
+    task for good. (Huey's own lock_task cannot expire on its SQLite store, and on Redis needs 7.4.)"""
+    key, token = _lock_key(name), uuid.uuid4().hex
+    if huey.put_if_empty(key, {"token": token, "at": time.time()}):
+        return token
+    held = huey.get(key, peek=True)
+    taken_at = held.get("at") if isinstance(held, dict) else None
+    if not isinstance(taken_at, float) or time.time() - taken_at <= LOCK_TTL_S:
+        return None
+    log.warning("periodic task %s: taking over a lock held for more than %s s", name, LOCK_TTL_S)
+    huey.delete(key)
+    if not huey.put_if_empty(key, {"token": token, "at": time.time()}):
+        return None  # another worker took it over first
+    mine = huey.get(key, peek=True)
+    return token if isinstance(mine, dict) and mine.get("token") == token else None
+
+
+def _release(huey: Any, name: str, token: str) -> None:
+    """Free the lock if it is still this run's (one that was taken over is the new holder's)."""
     key = _lock_key(name)
-    if huey.put_if_empty(key, time.time()):
-        return True
-    taken = huey.get(key, peek=True)
-    if isinstance(taken, float) and time.time() - taken > LOCK_TTL_S:
-        log.warning("periodic task %s: taking over a lock held for more than %s s", name, LOCK_TTL_S)
+    held = huey.get(key, peek=True)
+    if isinstance(held, dict) and held.get("token") == token:
         huey.delete(key)
-        return bool(huey.put_if_empty(key, time.time()))
-    return False
 
 
 def _register_keep_alive(jobs: Jobs) -> None:

@@ -46,6 +46,8 @@ from ..webhooks.events import GOAL_PROGRESS, GOAL_REACHED, emit
 log = logging.getLogger(__name__)
 
 FIND_PATH = "/api/v1/goals/find"
+RETRY_BASE_S = 300
+RETRY_MAX_S = 3600
 ACTIVE = [("is_active", "true")]
 GOAL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what the proxy accepts as a goal id (goals/validation.py)
 # A company-wide refusal: nothing more is sent for the company in this run; its goals stay due.
@@ -135,7 +137,29 @@ def _company_due(company_id: int, now: datetime, every: int) -> bool:
     marker = jobs().huey.get(_marker_key(company_id), peek=True)
     if not isinstance(marker, dict):
         return True
-    return bool(marker.get("pending")) or marker.get("found_at", 0) <= (now.timestamp() - every)
+    if marker.get("pending"):  # goals left for later: after the failure's backoff
+        return marker.get("retry_at", 0) <= now.timestamp()
+    return marker.get("found_at", 0) <= (now.timestamp() - every)
+
+
+def _company_failed(company_id: int, now: datetime) -> None:
+    """A run that could not finish: the company's goals stay due, tried again after a backoff that doubles
+    (5 min to 1 h), so a company whose calls keep failing costs a few calls an hour, not one a minute."""
+    from . import jobs
+
+    marker = jobs().huey.get(_marker_key(company_id), peek=True)
+    marker = marker if isinstance(marker, dict) else {}
+    failures = int(marker.get("failures", 0)) + 1
+    wait = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (failures - 1))
+    jobs().huey.put(
+        _marker_key(company_id),
+        {
+            "found_at": marker.get("found_at", 0),
+            "pending": True,
+            "failures": failures,
+            "retry_at": now.timestamp() + wait,
+        },
+    )
 
 
 def _company_found(company_id: int, now: datetime, pending: bool) -> None:
@@ -178,7 +202,8 @@ def take(company_id: int | None = None, *, now: datetime | None = None, only_due
         try:
             _take_company(installation_id, company, now, every if only_due else 0, outcome)
         except Exception:  # one company's surprise must not stop the others' snapshots
-            log.exception("snapshots: company %s failed; tried again on the next run", company)
+            log.exception("snapshots: company %s failed; tried again after a backoff", company)
+            _company_failed(company, now)
             outcome.skipped.append((company, "failed"))
     return outcome
 
@@ -197,6 +222,7 @@ def _take_company(installation_id: int, company_id: int, now: datetime, every: i
     try:
         body, _status = forward(ref, "find", "GET", FIND_PATH, params=ACTIVE, use_cache=False)
     except COMPANY_REFUSALS as exc:
+        _company_failed(company_id, now)
         _skip(outcome, company_id, _reason(exc))
         return
     outcome.tokens += COSTS["find"]
@@ -221,7 +247,7 @@ def _take_company(installation_id: int, company_id: int, now: datetime, every: i
             log.info("snapshots: goal %s of company %s not taken (%s)", goal["id"], company_id, _reason(exc))
             continue
         except COMPANY_REFUSALS as exc:
-            _company_found(company_id, now, pending=True)
+            _company_failed(company_id, now)
             _skip(outcome, company_id, _reason(exc))
             return
         outcome.tokens += COSTS["results"]
@@ -357,8 +383,8 @@ def _periodic() -> None:
         log.info(
             "snapshots: %s taken, %s tokens, companies asked %s, skipped %s",
             outcome.taken,
-            outcome.companies,
             outcome.tokens,
+            outcome.companies,
             len(outcome.skipped),
         )
 

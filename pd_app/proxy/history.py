@@ -40,7 +40,10 @@ def _window() -> tuple[date, date]:
     start, end = _day("from", problems), _day("to", problems)
     if not problems:
         end = end or utcnow().date()
-        start = start or end - timedelta(days=DEFAULT_DAYS - 1)
+        try:
+            start = start or end - timedelta(days=DEFAULT_DAYS - 1)
+        except OverflowError:  # `to` in the first days of year 1
+            start = date.min
         if start > end:
             problems.append({"field": "from", "message": "must not be after `to`", "code": "invalid_range"})
         elif (end - start).days >= MAX_DAYS:

@@ -19,13 +19,14 @@ import hashlib
 import hmac
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app, has_app_context
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
 from .. import db
@@ -74,57 +75,68 @@ class Outcome:
 
 def post(target: safety.Target, body: bytes, headers: dict[str, str], timeout: float) -> Outcome:
     """POST to the address that was checked (no second DNS lookup), with the URL's host in `Host` and, for
-    https, in SNI and the certificate check. No redirects, no retries here."""
-    import urllib3
+    https, in SNI and the certificate check. No redirects, no retries here.
 
-    options = {
-        "host": target.address,
-        "port": target.port,
-        "timeout": urllib3.Timeout(total=timeout),
-        "retries": False,
-        "maxsize": 1,
-    }
-    if target.scheme == "https":
-        pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
-            **options,
-            server_hostname=target.hostname,
-            assert_hostname=target.hostname,
-            cert_reqs="CERT_REQUIRED",
-        )
-    else:
-        pool = urllib3.HTTPConnectionPool(**options)
+    `timeout` bounds the whole exchange, not each socket operation: a watchdog shuts the socket down when it
+    runs out, so a receiver that trickles its answer a byte at a time cannot hold a worker."""
+    import http.client
+    import socket
+    import ssl
+
     started = time.perf_counter()
+    expired = threading.Event()
+    raw: socket.socket | None = None
+    watchdog: threading.Timer | None = None
     try:
-        response = pool.urlopen(
-            "POST",
-            target.path,
-            body=body,
-            headers={**headers, "Host": target.host_header},
-            redirect=False,
-            preload_content=False,
-            assert_same_host=False,
-        )
-        try:
-            excerpt = response.read(EXCERPT_BYTES)
-        finally:
-            response.release_conn()
+        raw = socket.create_connection((target.address, target.port), timeout=timeout)
+
+        def cut(sock: socket.socket = raw) -> None:
+            expired.set()
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        watchdog = threading.Timer(max(0.0, timeout - (time.perf_counter() - started)), cut)
+        watchdog.daemon = True
+        watchdog.start()
+        sock: socket.socket = raw
+        if target.scheme == "https":
+            sock = ssl.create_default_context().wrap_socket(raw, server_hostname=target.hostname)
+        conn = http.client.HTTPConnection(target.hostname, target.port, timeout=timeout)
+        conn.sock = sock
+        conn.putrequest("POST", target.path, skip_host=True, skip_accept_encoding=True)
+        for name, value in {**headers, "Host": target.host_header, "Content-Length": str(len(body))}.items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        response = conn.getresponse()
+        excerpt = response.read(EXCERPT_BYTES)
+        if expired.is_set():  # cut off mid-answer: what was read may end anywhere, a 2xx included
+            raise TimeoutError(f"no complete answer within {timeout:g} s")
         status = response.status
         error = None
         if 300 <= status < 400:
-            error = f"redirect to {response.headers.get('Location', '?')!r} not followed"
+            error = f"redirect to {response.getheader('Location', '?')!r} not followed"
         elif not 200 <= status < 300:
             error = f"HTTP {status}"
-        text = excerpt.decode("utf-8", "replace")[:EXCERPT_BYTES] or None
-        return Outcome(status, _ms(started), error, text)
-    except urllib3.exceptions.HTTPError as exc:
-        reason = getattr(exc, "reason", None) or exc
-        # urllib3's NewConnectionError is a kind of ConnectTimeoutError: a refusal, not a timeout.
-        refused = isinstance(exc, urllib3.exceptions.NewConnectionError)
-        timed_out = isinstance(exc, urllib3.exceptions.TimeoutError) and not refused
+        text = _clean(excerpt.decode("utf-8", "replace"), EXCERPT_BYTES)
+        return Outcome(status, _ms(started), _clean(error, 500), text)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        timed_out = expired.is_set() or isinstance(exc, TimeoutError)
         kind = "timeout" if timed_out else "connection failed"
-        return Outcome(None, _ms(started), f"{kind}: {reason}"[:500])
+        return Outcome(None, _ms(started), _clean(f"{kind}: {exc}", 500))
     finally:
-        pool.close()
+        if watchdog is not None:
+            watchdog.cancel()
+        if raw is not None:
+            raw.close()
+
+
+def _clean(text: str | None, limit: int) -> str | None:
+    """What may be stored of a receiver's words: no NUL (PostgreSQL text cannot hold it), at most `limit`."""
+    if not text:
+        return None
+    return text.replace("\x00", "")[:limit]
 
 
 def _ms(started: float) -> int:
@@ -184,8 +196,11 @@ def deliver_due(limit: int = BATCH, *, now: datetime | None = None, timeout: flo
     summary = Summary()
     candidates = _candidates(session, now, limit)
     db.end_read(session)
+    failed_hooks: set[int] = set()  # a receiver that failed once in this batch is not tried again in it
+    began = utcnow()
     for delivery_id, attempts in candidates:
-        if not _claim(session, delivery_id, attempts, now):
+        # Each claim schedules its retry from the moment it is made (a long batch moves on), on `now`'s clock.
+        if not _claim(session, delivery_id, attempts, now + (utcnow() - began)):
             continue  # another worker has it
         row = session.execute(
             select(WebhookDelivery, Webhook)
@@ -197,6 +212,8 @@ def deliver_due(limit: int = BATCH, *, now: datetime | None = None, timeout: flo
         if row is None:
             continue  # the webhook was removed meanwhile
         delivery, hook = row
+        if hook.id in failed_hooks:
+            continue  # claimed (its next attempt is scheduled), not sent: the receiver is failing right now
         try:
             outcome = _send(hook, delivery, settings.production, timeout)
         except Exception as exc:  # one bad delivery must not stop the batch; it is logged and retried
@@ -207,7 +224,12 @@ def deliver_due(limit: int = BATCH, *, now: datetime | None = None, timeout: flo
             summary.delivered += 1
         else:
             summary.failed += 1
-        _record(session, hook, delivery, outcome, now)
+            failed_hooks.add(hook.id)
+        try:
+            _record(session, hook, delivery, outcome, now)
+        except SQLAlchemyError:  # it stays claimed and due again later; the others go on
+            session.rollback()
+            log.exception("webhook %s: could not record delivery %s", hook.id, delivery.id)
     return summary
 
 

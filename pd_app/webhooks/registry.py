@@ -121,7 +121,12 @@ def add(
     return hook, secret
 
 
+MAX_ID = 2**31 - 1  # an integer column: a larger id names no webhook (and would not fit the query)
+
+
 def _owned(session: Session, webhook_id: int, company_id: int | None) -> Webhook:
+    if not 0 < webhook_id <= MAX_ID:
+        raise WebhookNotFound(webhook_id)
     hook = session.get(Webhook, webhook_id)
     if hook is None or (company_id is not None and hook.company_id != company_id):
         raise WebhookNotFound(webhook_id)

@@ -79,6 +79,7 @@ def forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         or address.is_reserved
         or address.is_multicast
         or address.is_unspecified
+        or (isinstance(address, ipaddress.IPv6Address) and address.is_site_local)  # fec0::/10, deprecated
         or not address.is_global
     )
 

@@ -6,13 +6,30 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from ..auth import Principal
+from ..auth import CredentialKind, Principal
 from ..db import get_session
-from ..models import KeyScope
+from ..errors import ApiError
+from ..models import Installation, KeyScope
 from ..proxy.views import _caller, _json_body
 from . import registry
 
 bp = Blueprint("webhooks_api", __name__, url_prefix="/api/v1/app/webhooks")
+
+
+def _manager() -> Principal:
+    """A credential that may manage the company's webhooks: scope full, and from the panel an admin only (any
+    Pipedrive user of the company can open the panel; webhooks send every goal's progress out of it)."""
+    principal, inst = _caller(KeyScope.FULL)
+    if principal.kind is CredentialKind.JWT:
+        row = get_session().get(Installation, inst.id) if inst is not None else None
+        if row is None or not row.is_admin:
+            raise ApiError(
+                403,
+                "forbidden",
+                "Only an admin of the company may manage its webhooks from Pipedrive.",
+                "Ask a Pipedrive admin of the company, or use a partner key with scope `full`.",
+            )
+    return principal
 
 
 def _created_by(principal: Principal) -> str:
@@ -23,7 +40,7 @@ def _created_by(principal: Principal) -> str:
 
 @bp.post("")
 def add_webhook():
-    principal, _inst = _caller(KeyScope.FULL)
+    principal = _manager()
     fields = _json_body()
     if not isinstance(fields, dict):
         raise registry.InvalidWebhook(
@@ -51,12 +68,12 @@ def add_webhook():
 
 @bp.get("")
 def list_webhooks():
-    principal, _inst = _caller(KeyScope.FULL)
+    principal = _manager()
     return jsonify({"success": True, "data": registry.listing(get_session(), principal.company_id)})
 
 
 @bp.delete("/<int:webhook_id>")
 def remove_webhook(webhook_id: int):
-    principal, _inst = _caller(KeyScope.FULL)
+    principal = _manager()
     registry.remove(get_session(), webhook_id, principal.company_id)
     return jsonify({"success": True, "data": {"id": webhook_id}})
