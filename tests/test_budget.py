@@ -338,7 +338,7 @@ def test_identical_concurrent_reads_share_one_upstream_call(make_app, sandbox_se
     app = make_app()  # the cache is off (GOALS_CACHE_TTL=0): only the sharing can save calls
     install(app, sandbox_server, sandbox)
     key = new_key(app)
-    sandbox.set_knobs(api_delay_s=0.5)
+    sandbox.set_knobs(api_delay_s=1.5)  # every reader arrives while the call is out, even on a busy machine
     barrier = threading.Barrier(8)
 
     def read(_: int):
@@ -378,7 +378,7 @@ def test_a_shared_failure_reaches_every_waiting_reader_once(make_app, sandbox_se
     app = make_app(UPSTREAM_RETRIES="0")
     install(app, sandbox_server, sandbox)
     key = new_key(app)
-    sandbox.set_knobs(api_delay_s=0.5, force_api_status={"status": 404, "count": 5})
+    sandbox.set_knobs(api_delay_s=1.5, force_api_status={"status": 404, "count": 5})
     barrier = threading.Barrier(4)
 
     def read(_: int) -> int:
@@ -503,7 +503,7 @@ def test_a_no_cache_read_never_joins_a_read_that_may_use_the_cache(make_app, san
     app = make_app(GOALS_CACHE_TTL="30")
     install(app, sandbox_server, sandbox)
     key = new_key(app)
-    sandbox.set_knobs(api_delay_s=0.5)
+    sandbox.set_knobs(api_delay_s=1.5)  # every reader arrives while the call is out, even on a busy machine
     barrier = threading.Barrier(2)
 
     def read(headers: dict) -> str:

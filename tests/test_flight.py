@@ -12,6 +12,7 @@ import redis
 from pd_app.pipedrive.api import PipedriveThrottled
 from pd_app.proxy.flight import Flights
 
+from .procs import wait_until
 from .test_budget_processes import redis_param
 
 KEY = "pd_app:goals:1001:0:1:test"
@@ -44,8 +45,13 @@ def _later(delay: float, fn):
     return thread, box
 
 
+def _until_locked(client) -> None:
+    """The leader holds the lock (a busy machine may start the follower's thread first otherwise)."""
+    wait_until(lambda: client.exists(LOCK), 5, 0.005, "the leader's lock")
+
+
 def test_a_follower_elsewhere_gets_the_leaders_answer_without_calling(pair):
-    first, second, _ = pair
+    first, second, client = pair
     calls = {"first": 0, "second": 0}
 
     def slow(side: str):
@@ -57,7 +63,8 @@ def test_a_follower_elsewhere_gets_the_leaders_answer_without_calling(pair):
         return call
 
     leader, led = _later(0, lambda: first.run(KEY, slow("first")))
-    follower, followed = _later(0.1, lambda: second.run(KEY, slow("second")))
+    _until_locked(client)
+    follower, followed = _later(0, lambda: second.run(KEY, slow("second")))
     leader.join(5)
     follower.join(5)
     assert led["result"] == ((b'{"success":true}', 200), False)
@@ -78,7 +85,8 @@ def test_a_leaders_refusal_reaches_followers_elsewhere_and_frees_the_lock(pair):
         return b"{}", 200
 
     leader, led = _later(0, lambda: first.run(KEY, refused))
-    follower, followed = _later(0.1, lambda: second.run(KEY, follower_call))
+    _until_locked(client)
+    follower, followed = _later(0, lambda: second.run(KEY, follower_call))
     leader.join(5)
     follower.join(5)
     assert isinstance(led["error"], PipedriveThrottled)
@@ -120,7 +128,8 @@ def test_a_follower_in_the_process_gets_the_leaders_failure_once(pair):
 
     def failing():
         calls["n"] += 1
-        time.sleep(0.3)
+        # Answer only once the three others wait on this call (however slowly a busy machine starts them).
+        wait_until(lambda: first._flights[KEY].followers == 3, 5, 0.005, "three followers")
         raise PipedriveThrottled("Request over limit", retry_after=3)
 
     threads = [_later(0.05 * i, lambda: first.run(KEY, failing)) for i in range(4)]
