@@ -26,7 +26,8 @@ def pair(request):
     first, second = Flights(request.param, 5.0), Flights(request.param, 5.0)
     yield first, second, client
     client.flushdb()
-    client.close()
+    for redis_client in (client, first.redis, second.redis):
+        redis_client.close()
 
 
 def _later(delay: float, fn):
