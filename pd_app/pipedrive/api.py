@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+THROTTLE_DEFAULT_WAIT_S = 2  # a 429 with neither header: Pipedrive's burst window is 2 s
+THROTTLE_MAX_WAIT_S = 24 * 3600
 RATE_LIMIT_HEADERS = (
     "x-ratelimit-limit",
     "x-ratelimit-remaining",
@@ -158,7 +160,7 @@ def raise_for_status(resp: UpstreamResponse, method: str) -> None:
     if status == 404:
         raise GoalNotFound()
     if status == 429:
-        raise PipedriveThrottled(retry_after=resp.retry_after or resp.rate_limit.get("ratelimit-reset") or 2)
+        raise PipedriveThrottled(retry_after=resp.throttle_wait)
     if status == 503:
         raise PipedriveUnavailable(retry_after=resp.retry_after)
     if status >= 500 and method != "GET":
@@ -194,6 +196,13 @@ class UpstreamResponse:
     @cached_property
     def rate_limit(self) -> dict[str, int]:
         return parse_rate_limit(self.headers)
+
+    @cached_property
+    def throttle_wait(self) -> int:
+        """After a 429: seconds until Pipedrive takes calls again, the later of `Retry-After` and
+        `x-ratelimit-reset` (both optional), else its 2 s burst window; at most a day."""
+        waits = [w for w in (self.retry_after, self.rate_limit.get("ratelimit-reset")) if w]
+        return min(max(waits, default=THROTTLE_DEFAULT_WAIT_S), THROTTLE_MAX_WAIT_S)
 
     @cached_property
     def retry_after(self) -> int | None:

@@ -28,7 +28,6 @@ from ..pipedrive.api import (
     OutcomeUnknown,
     PipedriveCircuitOpen,
     PipedriveError,
-    PipedriveThrottled,
     PipedriveUnauthorized,
     PipedriveUnavailable,
     UpstreamResponse,
@@ -133,14 +132,8 @@ def _forward_upstream(
         if resp.status == 401:
             raise PipedriveUnauthorized()
     usage().rate_limit_seen(inst.id, resp.headers)
-    if resp.status == 429:
-        # The caller is told the same wait the throttle holds it to: the later of Pipedrive's two figures.
-        wait = throttle.record(inst.id, resp)
-        try:
-            raise_for_status(resp, method)
-        except PipedriveThrottled as exc:
-            exc.retry_after = wait
-            raise
+    if resp.status == 429:  # held for every process until Pipedrive's reset (the wait raise_for_status names)
+        throttle.record(inst.id, resp)
     raise_for_status(resp, method)
     if not _is_json_object(resp.raw):
         raise PipedriveError("Pipedrive answered with a body that is not JSON.")

@@ -17,12 +17,9 @@ from sqlalchemy.orm import Session
 
 from .. import db, metrics
 from ..models import Installation, utcnow
-from ..pipedrive.api import UpstreamResponse, parse_rate_limit
+from ..pipedrive.api import UpstreamResponse
 
 log = logging.getLogger(__name__)
-
-DEFAULT_WAIT_S = 2  # neither header sent: Pipedrive's burst window is 2 s
-MAX_WAIT_S = 24 * 3600
 
 
 class InstallationThrottled(Exception):
@@ -60,16 +57,9 @@ def check(throttled_until: datetime | None) -> None:
         raise InstallationThrottled(throttled_until)
 
 
-def wait_from(resp: UpstreamResponse) -> int:
-    """Seconds until Pipedrive takes calls again: the longer of `Retry-After` and `x-ratelimit-reset` (both
-    optional), else the burst window."""
-    waits = [w for w in (resp.retry_after, parse_rate_limit(resp.headers).get("ratelimit-reset")) if w]
-    return min(max(waits, default=DEFAULT_WAIT_S), MAX_WAIT_S)
-
-
 def record(installation_id: int, resp: UpstreamResponse) -> int:
     """Store the installation's reset after a 429 (only ever moved later); returns the wait in seconds."""
-    wait = wait_from(resp)
+    wait = resp.throttle_wait
     until = utcnow() + timedelta(seconds=wait)
     _recent()[installation_id] = (until, time.monotonic())
     statement = (
