@@ -98,8 +98,8 @@ class Jobs:
 
     def enqueue(self, name: str, *args: Any) -> None:
         """Queue a task by name (building the queue if this process has not yet)."""
-        if self.huey is not None:
-            self.tasks[name](*args)
+        huey = self.huey  # built on first use, which registers the tasks
+        huey.enqueue(self.tasks[name].s(*args))
 
     def consumer(self, workers: int) -> Any:
         # SIGTERM (what a platform sends to stop a process) is a graceful stop: running tasks finish, queued

@@ -173,9 +173,6 @@ class Ledger:
                     continue
         return 0
 
-    def pending(self) -> bool:
-        return bool(self._claims)
-
     def settle(self) -> None:
         """Write what this process used and give back what it claimed but did not use."""
         with self._lock:

@@ -151,9 +151,6 @@ class Flights:
             self._warned_at = now
             log.warning(message, exc_info=True)
 
-    def in_flight(self) -> int:
-        return len(self._flights)
-
 
 def _refusal(data: dict) -> UpstreamFailed:
     """Rebuild the leader's refusal (an UpstreamFailed subclass of pipedrive/api.py) from its record."""
