@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import Flask, current_app
 
@@ -47,7 +48,7 @@ class _Flight:
 
 
 class Flights:
-    def __init__(self, redis_url: str | None, longest_call_s: float) -> None:
+    def __init__(self, redis_url: str | None, longest_call_s: float, client: Any = None) -> None:
         # A leader may take a token refresh plus the read's whole deadline; waits and locks outlast that.
         self.wait_s = longest_call_s + 5
         self.lock_ms = int((longest_call_s + 10) * 1000)
@@ -59,7 +60,8 @@ class Flights:
         if redis_url:
             import redis  # only with REDIS_URL
 
-            self.redis = redis.Redis.from_url(redis_url, socket_timeout=0.5)
+            # The goals cache's client when it has one (one connection pool a process, not two).
+            self.redis = client or redis.Redis.from_url(redis_url, socket_timeout=0.5)
             self.redis_errors = (redis.RedisError,)
             self._release = self.redis.register_script(_RELEASE)
 
@@ -164,7 +166,8 @@ def _refusal(data: dict) -> UpstreamFailed:
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     longest = settings.token_timeout + settings.upstream_deadline_s
-    app.extensions["pd_flights"] = Flights(settings.redis_url, longest)
+    cache_client = app.extensions["pd_goals_cache"].redis  # cache.init_app runs first
+    app.extensions["pd_flights"] = Flights(settings.redis_url, longest, cache_client)
 
 
 def flights() -> Flights:
