@@ -270,3 +270,35 @@ def make_key(app):
         return result.stdout.strip().splitlines()[-1]
 
     return make
+
+
+def store_snapshot(
+    app,
+    goal_id: str,
+    day,
+    actual: float,
+    target: float,
+    *,
+    company_id: int = 1001,
+    period: tuple | None = None,
+) -> None:
+    """Store a goal's snapshot for one day, as the worker would have taken it (the same day replaces)."""
+    from pd_app.db import get_session
+    from pd_app.models import GoalSnapshot
+
+    start, end = period or (day, day)
+    with app.app_context():
+        session = get_session()
+        session.merge(
+            GoalSnapshot(
+                company_id=company_id,
+                goal_id=goal_id,
+                day=day,
+                actual=actual,
+                target=target,
+                progress=actual / target if target else None,
+                period_start=start,
+                period_end=end,
+            )
+        )
+        session.commit()

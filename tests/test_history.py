@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pd_app.db import get_session
-from pd_app.models import GoalSnapshot, utcnow
+from pd_app.models import utcnow
 
+from .conftest import store_snapshot
 from .test_budget import install, make_app, new_key  # noqa: F401 (make_app is a fixture)
 
 GOAL_ID = "a1b2c3"
@@ -14,21 +14,7 @@ GOAL_ID = "a1b2c3"
 
 def _snapshot(app, company_id: int, goal_id: str, days_ago: int, actual: float, target: float = 10) -> None:
     day = utcnow().date() - timedelta(days=days_ago)
-    with app.app_context():
-        session = get_session()
-        session.merge(
-            GoalSnapshot(
-                company_id=company_id,
-                goal_id=goal_id,
-                day=day,
-                actual=actual,
-                target=target,
-                progress=actual / target,
-                period_start=day.replace(day=1),
-                period_end=day,
-            )
-        )
-        session.commit()
+    store_snapshot(app, goal_id, day, actual, target, company_id=company_id, period=(day.replace(day=1), day))
 
 
 def test_history_is_the_snapshots_oldest_first_and_calls_nothing(make_app, sandbox_server, sandbox):  # noqa: F811

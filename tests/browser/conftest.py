@@ -21,9 +21,9 @@ from sqlalchemy import update
 
 from pd_app import create_app
 from pd_app.db import get_session
-from pd_app.models import BudgetDay, GoalSnapshot, Installation, utcnow
+from pd_app.models import BudgetDay, Installation, utcnow
 
-from ..conftest import ENCRYPTION_KEY, LiveServer
+from ..conftest import ENCRYPTION_KEY, LiveServer, store_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("PD_CHROMIUM", "/usr/bin/chromium")
@@ -121,22 +121,7 @@ class Demo:
         period: tuple[date, date] | None = None,
     ) -> None:
         """Store a goal's snapshot for one day, as the worker would have taken it (the same day replaces)."""
-        start, end = period or (day, day)
-        with self.app.app_context():
-            session = get_session()
-            session.merge(
-                GoalSnapshot(
-                    company_id=company_id,
-                    goal_id=goal_id,
-                    day=day,
-                    actual=actual,
-                    target=target,
-                    progress=actual / target if target else None,
-                    period_start=start,
-                    period_end=end,
-                )
-            )
-            session.commit()
+        store_snapshot(self.app, goal_id, day, actual, target, company_id=company_id, period=period)
 
     def crm(self, user: int = 2001, theme: str = "light", deal: int = 1) -> str:
         return f"{self.url}/sandbox/crm/deal/{deal}?{urlencode({'user': user, 'theme': theme})}"
