@@ -165,6 +165,12 @@ def clean_db(database_url: str) -> str:
     return database_url
 
 
+def close_app(app) -> None:
+    """What a test's app holds open: its upstream connection pools and its database engine."""
+    app.extensions["pd_client"].close()
+    app.extensions["pd_db"]["engine"].dispose()
+
+
 def app_environ(database_url: str, oauth_url: str, **extra: str) -> dict[str, str]:
     env = {
         "PD_APP_ENV": "test",
@@ -187,8 +193,7 @@ def app_environ(database_url: str, oauth_url: str, **extra: str) -> dict[str, st
 def app(clean_db: str, sandbox_server: LiveServer, sandbox):
     app = create_app(environ=app_environ(clean_db, sandbox_server.url))
     yield app
-    app.extensions["pd_client"].close()
-    app.extensions["pd_db"]["engine"].dispose()
+    close_app(app)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pd_app.db import get_session, transaction
 from pd_app.models import Installation
 from pd_app.pipedrive.breaker import Breakers
 
-from .conftest import app_environ
+from .conftest import app_environ, close_app
 from .test_retries import closed_port_url, install_and_key
 
 FIND = "/api/v1/goals/find"
@@ -182,8 +182,7 @@ def app(clean_db, sandbox_server, sandbox):
         environ=app_environ(clean_db, sandbox_server.url, UPSTREAM_RETRIES="0"),
     )
     yield app
-    app.extensions["pd_client"].close()
-    app.extensions["pd_db"]["engine"].dispose()
+    close_app(app)
 
 
 @pytest.fixture
@@ -326,8 +325,7 @@ def test_an_unreachable_host_opens_it_too(clean_db, sandbox_server, sandbox):
         }
         assert outcomes == {"unreachable": 5, "circuit_open": 1}
     finally:
-        app.extensions["pd_client"].close()
-        app.extensions["pd_db"]["engine"].dispose()
+        close_app(app)
 
 
 def test_an_open_breaker_stops_a_read_between_its_retries(clean_db, sandbox_server, sandbox):
@@ -343,5 +341,4 @@ def test_an_open_breaker_stops_a_read_between_its_retries(clean_db, sandbox_serv
         assert resp.status_code == 503 and int(resp.headers["Retry-After"]) >= 9
         assert sandbox.count(FIND) == 2  # UPSTREAM_RETRIES=2 would have made it 3
     finally:
-        app.extensions["pd_client"].close()
-        app.extensions["pd_db"]["engine"].dispose()
+        close_app(app)

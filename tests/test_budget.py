@@ -19,7 +19,7 @@ from pd_app import create_app
 from pd_app.models import BudgetDay, Installation, utcnow
 from pd_app.proxy.budget import Ledger, next_midnight
 
-from .conftest import Installer, app_environ
+from .conftest import Installer, app_environ, close_app
 
 FIND = "/api/v1/goals/find"
 GOAL = {
@@ -43,8 +43,7 @@ def make_app(clean_db, sandbox_server, sandbox) -> Iterator[Callable[..., Flask]
 
     yield make
     for app in made:
-        app.extensions["pd_client"].close()
-        app.extensions["pd_db"]["engine"].dispose()
+        close_app(app)
 
 
 def install(app: Flask, sandbox_server, sandbox, user_id: int = 2001) -> None:

@@ -11,7 +11,7 @@ import redis
 
 from pd_app import create_app
 
-from .conftest import app_environ
+from .conftest import app_environ, close_app
 
 GOAL = {
     "title": "Cached?",
@@ -54,8 +54,7 @@ def apps(request, clean_db, sandbox_server, sandbox):
     pair = [create_app(environ=app_environ(clean_db, sandbox_server.url, **extra)) for _ in range(2)]
     yield pair
     for app in pair:
-        app.extensions["pd_client"].close()
-        app.extensions["pd_db"]["engine"].dispose()
+        close_app(app)
 
 
 @pytest.fixture
@@ -170,8 +169,7 @@ def test_cache_store_outage_falls_back_to_pipedrive(clean_db, sandbox_server, sa
     for _ in range(2):
         assert client.get("/api/v1/goals/find", headers={"x-api-token": key}).status_code == 200
     assert finds(sandbox) == 2
-    app.extensions["pd_client"].close()
-    app.extensions["pd_db"]["engine"].dispose()
+    close_app(app)
 
 
 def test_ttl_zero_disables_the_cache(client, installer, make_key, sandbox):

@@ -22,7 +22,7 @@ from pd_app.models import Installation, PartnerKey, utcnow
 from pd_app.pipedrive import client
 from pd_app.pipedrive.api import TokenEndpointUnavailable, maybe_sent
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, LiveServer, app_environ
+from .conftest import CLIENT_ID, CLIENT_SECRET, LiveServer, app_environ, close_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DEEP_JSON = "[" * 50000
@@ -72,8 +72,7 @@ def fake_app(clean_db, fake):
     """The app with the fake as its OAuth server and its only allowed api_domain."""
     app = create_app(environ=app_environ(clean_db, fake.url))
     yield app
-    app.extensions["pd_client"].close()
-    app.extensions["pd_db"]["engine"].dispose()
+    close_app(app)
 
 
 def _token(fake: FakePipedrive, **changes: object) -> dict:

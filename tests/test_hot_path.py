@@ -29,7 +29,7 @@ from pd_app.install.identity import Identity
 from pd_app.models import Installation, utcnow
 from pd_app.tokens.store import save_grant
 
-from .conftest import app_environ
+from .conftest import app_environ, close_app
 
 ROOT = Path(__file__).resolve().parent.parent
 FIND = "/api/v1/goals/find"
@@ -145,8 +145,7 @@ def _panel_jwt() -> str:
 def served(clean_db, upstream) -> Iterator[tuple]:
     app, key = _serve(clean_db, upstream)
     yield app, key
-    app.extensions["pd_client"].close()
-    app.extensions["pd_db"]["engine"].dispose()
+    close_app(app)
 
 
 @pytest.mark.parametrize("credential", ["x-api-token", "bearer-key", "panel-jwt"])
@@ -180,8 +179,7 @@ def test_a_cache_hit_is_one_statement_and_never_reaches_pipedrive(clean_db, upst
         assert len(seen.statements) == 1 and seen.writes == [] and seen.checkouts == 1
         assert len(upstream.client_ports) == 1
     finally:
-        app.extensions["pd_client"].close()
-        app.extensions["pd_db"]["engine"].dispose()
+        close_app(app)
 
 
 def test_sequential_calls_reuse_one_upstream_connection(served, upstream):
@@ -203,8 +201,7 @@ def test_an_api_domain_with_a_path_keeps_it(clean_db, upstream):
         assert resp.status_code == 200
         assert upstream.paths == ["/sandbox/api/v1/goals/find?is_active=true"]
     finally:
-        app.extensions["pd_client"].close()
-        app.extensions["pd_db"]["engine"].dispose()
+        close_app(app)
 
 
 def test_a_steady_state_read_decrypts_nothing_and_reads_no_environment(served, upstream, monkeypatch):
@@ -344,8 +341,7 @@ def test_an_egress_proxy_gets_the_absolute_url_and_its_credentials(clean_db, ups
         assert upstream.client_ports == []  # the proxy answered; nothing went around it
     finally:
         proxy.stop()
-        app.extensions["pd_client"].close()
-        app.extensions["pd_db"]["engine"].dispose()
+        close_app(app)
 
 
 def test_the_token_memo_holds_one_token_per_installation_and_follows_the_row(served, upstream):

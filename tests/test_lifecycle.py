@@ -14,7 +14,7 @@ from pd_app.db import get_session
 from pd_app.models import Installation, SharingNotice, utcnow
 from pd_app.tokens.cipher import TokenDecryptError, cipher
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, ENCRYPTION_KEY, app_environ
+from .conftest import CLIENT_ID, CLIENT_SECRET, ENCRYPTION_KEY, app_environ, close_app
 
 
 def basic(user: str = CLIENT_ID, password: str = CLIENT_SECRET) -> dict[str, str]:
@@ -229,8 +229,7 @@ def test_reencrypt_moves_every_token_to_the_new_key(clean_db, sandbox_server, in
         with pytest.raises(TokenDecryptError):
             cipher().decrypt(inst, "refresh_token", inst.refresh_token_enc)
     for a in (rotated, new_only, old_only):
-        a.extensions["pd_client"].close()
-        a.extensions["pd_db"]["engine"].dispose()
+        close_app(a)
 
 
 # -- audit trail --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pd_app import create_app, metrics
 
-from .conftest import app_environ
+from .conftest import app_environ, close_app
 from .procs import ROOT, GunicornProcess, wait_until
 
 REQUESTS = "pd_app_http_requests_total"
@@ -82,8 +82,7 @@ def test_two_apps_in_one_process_keep_their_own_figures(app, client, clean_db, s
         assert request_counts(client.get("/metrics").get_data(as_text=True))[HEALTHZ] == 3
         assert request_counts(other_client.get("/metrics").get_data(as_text=True))[HEALTHZ] == 1
     finally:
-        other.extensions["pd_client"].close()
-        other.extensions["pd_db"]["engine"].dispose()
+        close_app(other)
 
 
 # -- one process in multiprocess mode: several apps share one set of metric objects --------------------------

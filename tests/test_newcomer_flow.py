@@ -20,7 +20,7 @@ from pd_app.db import get_session
 from pd_app.models import Installation
 from pd_app.tokens.cipher import cipher
 
-from .conftest import ENCRYPTION_KEY, LiveServer
+from .conftest import ENCRYPTION_KEY, LiveServer, close_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,8 +43,7 @@ def demo(clean_db):
     yield server.url, environ, http, app
     http.close()
     server.stop()
-    app.extensions["pd_client"].close()
-    app.extensions["pd_db"]["engine"].dispose()
+    close_app(app)
 
 
 def _cli(environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

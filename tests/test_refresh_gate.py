@@ -11,6 +11,8 @@ from pd_app.db import get_session
 from pd_app.lifecycle import refresh_due
 from pd_app.models import Installation, utcnow
 
+from .conftest import close_app
+
 
 def _make_due(app) -> None:
     with app.app_context():
@@ -111,8 +113,7 @@ def test_refresh_due_on_two_instances_at_once_refreshes_each_installation_once(
     assert len(outcomes) == 2 and all(not o.failed and not o.reauth for o in outcomes)
     assert sandbox.count("/oauth/token", grant_type="refresh_token") == 2
     for app in instances:
-        app.extensions["pd_client"].close()
-        app.extensions["pd_db"]["engine"].dispose()
+        close_app(app)
 
 
 def test_concurrent_calls_write_the_rate_limit_figures_once(app, installer, make_key, sandbox):

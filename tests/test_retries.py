@@ -18,7 +18,7 @@ from pd_app.db import get_session
 from pd_app.models import Installation
 from pd_app.proxy import forward as forward_module
 
-from .conftest import Installer, app_environ
+from .conftest import Installer, app_environ, close_app
 from .test_proxy import GOAL
 
 FIND = "/api/v1/goals/find"
@@ -36,8 +36,7 @@ def build_app(clean_db, sandbox_url, overrides=None, **env):
 def app(clean_db, sandbox_server, sandbox):
     app = build_app(clean_db, sandbox_server.url)
     yield app
-    app.extensions["pd_client"].close()
-    app.extensions["pd_db"]["engine"].dispose()
+    close_app(app)
 
 
 @pytest.fixture
@@ -243,8 +242,7 @@ def install_and_key(app, sandbox_server, sandbox) -> str:
 
 
 def _close(app) -> None:
-    app.extensions["pd_client"].close()
-    app.extensions["pd_db"]["engine"].dispose()
+    close_app(app)
 
 
 def closed_port_url() -> str:

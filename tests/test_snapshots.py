@@ -25,7 +25,7 @@ from pd_app.jobs.snapshots import calendar_period, current_period, found_goals, 
 from pd_app.models import GoalReached, GoalSnapshot, Installation, Webhook, WebhookDelivery
 from pd_app.sandbox import queries
 
-from .conftest import app_environ
+from .conftest import app_environ, close_app
 from .procs import Proc, wait_until
 from .test_budget import install
 
@@ -48,8 +48,7 @@ def make_app(clean_db, sandbox_server, sandbox, tmp_path) -> Iterator[Callable[.
 
     yield make
     for app in made:
-        app.extensions["pd_client"].close()
-        app.extensions["pd_db"]["engine"].dispose()
+        close_app(app)
 
 
 @pytest.fixture

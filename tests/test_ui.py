@@ -24,7 +24,7 @@ from pd_app.db import get_session
 from pd_app.models import Installation
 from pd_app.ui import frame_ancestors
 
-from .conftest import PUBLIC_URL, app_environ
+from .conftest import PUBLIC_URL, app_environ, close_app
 
 ROOT = Path(__file__).resolve().parent.parent
 # Pipedrive's client secrets are 40 characters; a short one would also trip PyJWT's key-length warning.
@@ -36,8 +36,7 @@ def app(clean_db, sandbox_server, sandbox):
     """conftest's app, with a custom UI JWT secret of a realistic length."""
     app = create_app(environ=app_environ(clean_db, sandbox_server.url, PIPEDRIVE_JWT_SECRET=JWT_SECRET))
     yield app
-    app.extensions["pd_client"].close()
-    app.extensions["pd_db"]["engine"].dispose()
+    close_app(app)
 
 
 # -- JWTs built by hand, so every malformed variant is possible ----------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from pd_app import create_app
 from pd_app.config import sandbox_client_secret
 
-from .conftest import ENCRYPTION_KEY
+from .conftest import ENCRYPTION_KEY, close_app
 
 SECRET_KEY = "crm-page-secret-key-0123456789"
 
@@ -32,8 +32,7 @@ def demo(clean_db):
         }
     )
     yield app
-    app.extensions["pd_client"].close()
-    app.extensions["pd_db"]["engine"].dispose()
+    close_app(app)
 
 
 def _frame_src(html: str) -> str:

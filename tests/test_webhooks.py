@@ -30,7 +30,7 @@ from pd_app.models import Installation, Webhook, WebhookAttempt, WebhookDelivery
 from pd_app.tokens.store import save_grant
 from pd_app.webhooks import delivery, events, registry, safety
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, ENCRYPTION_KEY, app_environ
+from .conftest import CLIENT_ID, CLIENT_SECRET, ENCRYPTION_KEY, app_environ, close_app
 from .procs import ROOT, Proc, wait_until
 
 HOOKS = "/api/v1/app/webhooks"
@@ -100,8 +100,7 @@ def make_app(clean_db, sandbox_server, sandbox, tmp_path) -> Iterator[Callable[.
 
     yield make
     for app in made:
-        app.extensions["pd_client"].close()
-        app.extensions["pd_db"]["engine"].dispose()
+        close_app(app)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from pd_app import create_app
 from pd_app.db import get_session
 from pd_app.models import BudgetDay, Installation, utcnow
 
-from ..conftest import ENCRYPTION_KEY, LiveServer, store_snapshot
+from ..conftest import ENCRYPTION_KEY, LiveServer, close_app, store_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("PD_CHROMIUM", "/usr/bin/chromium")
@@ -146,8 +146,7 @@ def demo(clean_db: str) -> Iterator[Demo]:
     yield demo
     demo.http.close()
     server.stop()
-    app.extensions["pd_client"].close()
-    app.extensions["pd_db"]["engine"].dispose()
+    close_app(app)
 
 
 @dataclass
