@@ -61,6 +61,19 @@ def new_key(app: Flask, company_id: int = 1001, *args: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+def read_together(app: Flask, key: str, reads: list[tuple[str, dict]]) -> list:
+    """Each (query, headers) read from its own thread and client, released together; their responses."""
+    barrier = threading.Barrier(len(reads))
+
+    def read(one: tuple[str, dict]):
+        client = app.test_client()
+        barrier.wait(5)
+        return client.get(FIND + one[0], headers={"x-api-token": key, **one[1]})
+
+    with ThreadPoolExecutor(len(reads)) as pool:
+        return list(pool.map(read, reads))
+
+
 def envelope_code(resp) -> str:
     return resp.get_json()["code"]
 
@@ -337,16 +350,8 @@ def test_identical_concurrent_reads_share_one_upstream_call(make_app, sandbox_se
     install(app, sandbox_server, sandbox)
     key = new_key(app)
     sandbox.set_knobs(api_delay_s=1.5)  # every reader arrives while the call is out, even on a busy machine
-    barrier = threading.Barrier(8)
-
-    def read(_: int):
-        client = app.test_client()
-        barrier.wait(5)
-        resp = client.get(FIND, headers={"x-api-token": key})
-        return resp.status_code, resp.data, resp.headers.get("Server-Timing", "")
-
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(read, range(8)))
+    responses = read_together(app, key, [("", {})] * 8)
+    answers = [(r.status_code, r.data, r.headers.get("Server-Timing", "")) for r in responses]
     assert {status for status, _, _ in answers} == {200}
     assert len({body for _, body, _ in answers}) == 1
     assert sandbox.count(FIND) == 1
@@ -360,15 +365,8 @@ def test_different_queries_are_not_shared(make_app, sandbox_server, sandbox):
     install(app, sandbox_server, sandbox)
     key = new_key(app)
     sandbox.set_knobs(api_delay_s=0.3)
-    barrier = threading.Barrier(2)
-
-    def read(query: str) -> int:
-        client = app.test_client()
-        barrier.wait(5)
-        return client.get(FIND + query, headers={"x-api-token": key}).status_code
-
-    with ThreadPoolExecutor(2) as pool:
-        assert list(pool.map(read, ["?is_active=true", "?is_active=false"])) == [200, 200]
+    answers = read_together(app, key, [("?is_active=true", {}), ("?is_active=false", {})])
+    assert [r.status_code for r in answers] == [200, 200]
     assert sandbox.count(FIND) == 2
 
 
@@ -377,15 +375,7 @@ def test_a_shared_failure_reaches_every_waiting_reader_once(make_app, sandbox_se
     install(app, sandbox_server, sandbox)
     key = new_key(app)
     sandbox.set_knobs(api_delay_s=1.5, force_api_status={"status": 404, "count": 5})
-    barrier = threading.Barrier(4)
-
-    def read(_: int) -> int:
-        client = app.test_client()
-        barrier.wait(5)
-        return client.get(FIND, headers={"x-api-token": key}).status_code
-
-    with ThreadPoolExecutor(4) as pool:
-        assert set(pool.map(read, range(4))) == {404}
+    assert {r.status_code for r in read_together(app, key, [("", {})] * 4)} == {404}
     assert sandbox.count(FIND) == 1
 
 
@@ -502,15 +492,8 @@ def test_a_no_cache_read_never_joins_a_read_that_may_use_the_cache(make_app, san
     install(app, sandbox_server, sandbox)
     key = new_key(app)
     sandbox.set_knobs(api_delay_s=1.5)  # every reader arrives while the call is out, even on a busy machine
-    barrier = threading.Barrier(2)
-
-    def read(headers: dict) -> str:
-        client = app.test_client()
-        barrier.wait(5)
-        return client.get(FIND, headers={"x-api-token": key, **headers}).headers["Server-Timing"]
-
-    with ThreadPoolExecutor(2) as pool:
-        timings = list(pool.map(read, [{}, {"Cache-Control": "no-cache"}]))
+    answers = read_together(app, key, [("", {}), ("", {"Cache-Control": "no-cache"})])
+    timings = [r.headers["Server-Timing"] for r in answers]
     assert sandbox.count(FIND) == 2
     assert all("upstream;dur=" in t for t in timings)
 
