@@ -468,6 +468,20 @@ class Connection:
         self.http.close()
 
 
+def send_elsewhere(server, stopped: int, api_key: str, idempotency_key: str):
+    """POST the goal through another worker: with `stopped` stopped (SIGSTOP), only the other one can accept
+    the connection. Returns (status, headers, body)."""
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        other = Connection(server)
+        answer = other.send("POST", GOALS, api_key, idempotency_key, GOAL)
+        assert other.worker() != stopped
+        other.close()
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    return answer
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find workers")
 def test_a_replay_comes_from_another_worker(served, sandbox):
@@ -477,15 +491,7 @@ def test_a_replay_comes_from_another_worker(served, sandbox):
     assert status == 200, first_body
     first_worker = first_conn.worker()
     first_conn.close()
-    # With the first worker stopped, only the other one can accept the next connection.
-    os.kill(first_worker, signal.SIGSTOP)
-    try:
-        other = Connection(server)
-        status, again_headers, again_body = other.send("POST", GOALS, api_key, "across", GOAL)
-        assert other.worker() != first_worker
-        other.close()
-    finally:
-        os.kill(first_worker, signal.SIGCONT)
+    status, again_headers, again_body = send_elsewhere(server, first_worker, api_key, "across")
     assert status == 200 and again_headers.get("Idempotent-Replayed") == "true"
     assert again_body == first_body and "Idempotent-Replayed" not in first_headers
     assert posts(sandbox) == 1
@@ -510,15 +516,7 @@ def test_another_worker_sees_the_first_request_running(served, sandbox):
         # Past its short transactions and waiting on the slow sandbox: stopped there, it holds no database
         # lock, and its request stays claimed for as long as it is stopped.
         time.sleep(0.3)
-        first_worker = first_conn.worker()
-        os.kill(first_worker, signal.SIGSTOP)
-        try:
-            other = Connection(server)
-            status, hdrs, body = other.send("POST", GOALS, api_key, "slow", GOAL)
-            assert other.worker() != first_worker
-            other.close()
-        finally:
-            os.kill(first_worker, signal.SIGCONT)
+        status, hdrs, body = send_elsewhere(server, first_conn.worker(), api_key, "slow")
     finally:
         thread.join(20)
         first_conn.close()
