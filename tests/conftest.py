@@ -166,9 +166,19 @@ def clean_db(database_url: str) -> str:
 
 
 def close_app(app) -> None:
-    """What a test's app holds open: its upstream connection pools and its database engine."""
+    """What a test's app holds open: its upstream connection pools, its database engine, and (with REDIS_URL)
+    its Redis connections."""
     app.extensions["pd_client"].close()
     app.extensions["pd_db"]["engine"].dispose()
+    flights = app.extensions.get("pd_flights")
+    if flights is not None and flights.redis is not None:
+        flights.redis.close()  # the goals cache's client too, when it shares it
+    cache = app.extensions.get("pd_goals_cache")
+    if cache is not None and cache.redis is not None:
+        cache.redis.close()
+    jobs = app.extensions.get("pd_jobs")
+    if jobs is not None and jobs._huey is not None and hasattr(jobs._huey.storage, "pool"):
+        jobs._huey.storage.pool.disconnect()
 
 
 def app_environ(database_url: str, oauth_url: str, **extra: str) -> dict[str, str]:

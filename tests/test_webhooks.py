@@ -722,6 +722,8 @@ def test_the_worker_stops_on_sigterm_without_losing_a_queued_delivery(
     by_n = {json.loads(d.body)["data"]["n"]: d for d in rows(app, WebhookDelivery)}
     assert by_n[1].delivered_at is not None
     assert by_n[2].delivered_at is None
+    # And its task is still in the queue, for the next worker to take (not only the row for a later sweep).
+    assert app.extensions["pd_jobs"].huey.pending_count() >= 1
     receiver.delay = 0
     second = start_worker(tmp_path, env, "second")
     try:
