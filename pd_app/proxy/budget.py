@@ -204,8 +204,8 @@ class Ledger:
                     mine.used += claim.used
 
     def spent_today(self, company_id: int) -> dict:
-        """The `budget` object of /api/v1/app/installation (after this process's settle)."""
-        self.settle()
+        """The `budget` object of /api/v1/app/installation: what is settled (the view flushes this process's
+        bookkeeping first, the ledger's settle among it)."""
         now = utcnow()
         with Session(self.engine) as session:
             spent = session.scalar(
