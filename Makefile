@@ -37,14 +37,14 @@ browser:
 # One web worker, because the sandbox keeps its state in the process's memory (the job worker reaches it over
 # HTTP, like Pipedrive). The job worker runs in the background and is stopped when gunicorn exits.
 run: deps
-	PD_SANDBOX=1 $(VENV)/bin/flask --app app db upgrade
+	PD_APP_ENV=development PD_SANDBOX=1 $(VENV)/bin/flask --app app db upgrade
 	@echo ""
 	@echo "  pd_app is starting: open http://localhost:5000  (Pipedrive sandbox at http://localhost:5000/sandbox)"
 	@echo "  the Goals panel inside a sandbox deal page: http://localhost:5000/sandbox/crm/deal/1"
 	@echo ""
-	PD_SANDBOX=1 $(VENV)/bin/flask --app app worker & worker=$$!; \
+	PD_APP_ENV=development PD_SANDBOX=1 $(VENV)/bin/flask --app app worker & worker=$$!; \
 	trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
-	PD_SANDBOX=1 GUNICORN_BIND=127.0.0.1:5000 WEB_CONCURRENCY=1 GUNICORN_THREADS=32 \
+	PD_APP_ENV=development PD_SANDBOX=1 GUNICORN_BIND=127.0.0.1:5000 WEB_CONCURRENCY=1 GUNICORN_THREADS=32 \
 		$(VENV)/bin/gunicorn app:app -c gunicorn.conf.py
 
 lint: deps

@@ -74,4 +74,11 @@ accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
 # The error log names the raw URI when a request fails inside gunicorn: this logger drops its query string.
 logger_class = "pd_app.gunicorn_logging.QuerylessLogger"
+# Requests gunicorn itself refuses (an over-long URL, oversized headers) are answered in the API's JSON
+# envelope rather than gunicorn's HTML page.
+limit_request_line = 8190  # gunicorn's maximum; a longer line is a 414 envelope (pd_app/gunicorn_errors.py)
+
+from pd_app.gunicorn_errors import install as _json_errors  # noqa: E402
+
+_json_errors()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

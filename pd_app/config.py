@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -18,6 +19,7 @@ from cryptography.fernet import Fernet
 ENVIRONMENTS = ("development", "test", "production")
 SANDBOX_PREFIX = "/sandbox"
 SANDBOX_CLIENT_ID = "pd-app-sandbox"
+MIN_SECRET_KEY_BYTES = 32
 
 
 class ConfigError(RuntimeError):
@@ -26,7 +28,7 @@ class ConfigError(RuntimeError):
 
 @dataclass(frozen=True)
 class Settings:
-    env: str = "development"
+    env: str = "production"
     public_url: str = "http://localhost:5000"
     secret_key: str = ""
     database_url: str = ""
@@ -103,6 +105,42 @@ def _rate_limit(value: str | None) -> str:
     return value
 
 
+def _ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _pattern_host(host: str) -> bool:
+    return re.fullmatch(r"[a-z0-9*\-]+(\.[a-z0-9*\-]+)*", host) is not None
+
+
+def _check_domain_pattern(pattern: str) -> None:
+    """A PIPEDRIVE_API_DOMAINS entry the allow-list can compile: scheme, host, optional port, nothing else."""
+    problem = ""
+    try:
+        parts = urlsplit(pattern)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number in range)
+    except ValueError:
+        problem = "its port is not a number from 1 to 65535"
+    else:
+        if parts.scheme not in ("http", "https"):
+            problem = "it must start with https:// (or http:// outside production)"
+        elif not parts.hostname:
+            problem = "it names no host"
+        elif parts.username or parts.password or parts.query or parts.fragment:
+            problem = "it may hold only a scheme, a host, a port and a path"
+        elif not (_ip_literal(parts.hostname) or _pattern_host(parts.hostname)):
+            problem = "its host may hold only letters, digits, '-', '.' and '*' labels"
+    if problem:
+        raise ConfigError(
+            f"PIPEDRIVE_API_DOMAINS entry {pattern!r} is not a pattern like https://*.pipedrive.com: "
+            f"{problem}."
+        )
+
+
 def normalize_database_url(url: str) -> str:
     """Map Heroku-style `postgres://` and bare `postgresql://` to the psycopg 3 driver."""
     for prefix in ("postgres://", "postgresql://"):
@@ -135,7 +173,9 @@ def sandbox_client_secret(secret_key: str) -> str:
 def load_settings(
     environ: Mapping[str, str], instance_path: Path, overrides: Mapping[str, object] | None = None
 ) -> Settings:
-    env = environ.get("PD_APP_ENV", "development").strip() or "development"
+    # Unset means production: a deployment that forgets the variable gets production's refusals, never the
+    # development conveniences (generated secrets, the sandbox). `make run` and `make test` set it.
+    env = environ.get("PD_APP_ENV", "production").strip() or "production"
     if env not in ENVIRONMENTS:
         raise ConfigError(f"PD_APP_ENV must be one of {', '.join(ENVIRONMENTS)}, got {env!r}.")
     public_url = environ.get("PUBLIC_URL", "http://localhost:5000").rstrip("/")
@@ -150,6 +190,8 @@ def load_settings(
     client_secret = environ.get("PIPEDRIVE_CLIENT_SECRET", "")
     oauth_url = environ.get("PIPEDRIVE_OAUTH_URL", "https://oauth.pipedrive.com").rstrip("/")
     api_domains = _csv(environ.get("PIPEDRIVE_API_DOMAINS")) or ("https://*.pipedrive.com",)
+    for pattern in api_domains:
+        _check_domain_pattern(pattern)
     jwt_secret = environ.get("PIPEDRIVE_JWT_SECRET") or client_secret
     if sandbox and env != "production":
         # The sandbox is mounted at {PUBLIC_URL}/sandbox and plays both the OAuth server and the API. Its
@@ -256,6 +298,16 @@ def check_settings(settings: Settings) -> None:
     ):
         if not value:
             problems.append(f"{name} is required when PD_APP_ENV=production.")
+    if settings.secret_key and len(settings.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
+        problems.append(
+            f"SECRET_KEY is too weak: at least {MIN_SECRET_KEY_BYTES} bytes in production (make one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)."
+        )
+    if urlsplit(settings.oauth_url).scheme != "https":
+        problems.append(
+            f"PIPEDRIVE_OAUTH_URL {settings.oauth_url!r} must use https:// in production: "
+            "the client secret and authorization codes travel to it."
+        )
     if settings.sandbox:
         problems.append(
             "PD_SANDBOX=1 is refused in production: the sandbox is for development and tests only."

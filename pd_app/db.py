@@ -22,8 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(url: str) -> Engine:
+    # hide_parameters: a statement's bound values (encrypted tokens, key hashes, emails) never reach an
+    # exception message or a log line; the SQL text alone says what failed.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):
@@ -56,7 +58,7 @@ def make_engine(url: str) -> Engine:
     # No pre-ping: it would be a second round trip on every checkout. A connection the server dropped fails
     # its statement once; SQLAlchemy then discards every pooled connection older than the failure, so the
     # next request gets a fresh one (and the proxy answers that one request 503 with Retry-After).
-    return create_engine(url, pool_size=10, max_overflow=0, pool_recycle=1800)
+    return create_engine(url, pool_size=10, max_overflow=0, pool_recycle=1800, hide_parameters=True)
 
 
 def _read_engine(engine: Engine) -> Engine:

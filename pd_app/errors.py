@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flask import Flask, Response, current_app, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
@@ -354,7 +354,11 @@ def envelope(err: ApiError) -> Response:
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/") or request.path == "/api"
+    """The API and Pipedrive's notices (DELETE/POST on the Callback URL) speak JSON; people get pages."""
+    path = request.path
+    if path.startswith("/api/") or path == "/api":
+        return True
+    return path == "/oauth/callback" and request.method not in ("GET", "HEAD")
 
 
 def _page(
@@ -393,8 +397,13 @@ def handle_http_exception(exc: HTTPException):
     status = exc.code or 500
     if _wants_json():
         message = exc.description or exc.name
-        return envelope(ApiError(status, _HTTP_CODES.get(status, "error"), message, _info(status)))
-    return _page(status, exc.name, exc.description or "")
+        response = envelope(ApiError(status, _HTTP_CODES.get(status, "error"), message, _info(status)))
+    else:
+        response = make_response(_page(status, exc.name, exc.description or ""))
+    valid_methods = getattr(exc, "valid_methods", None)
+    if status == 405 and valid_methods:
+        response.headers["Allow"] = ", ".join(valid_methods)  # RFC 9110: a 405 names what is allowed
+    return response
 
 
 def handle_unexpected(exc: Exception):

@@ -19,21 +19,36 @@ from .tokens.refresh import TokenServiceUnavailable, refresh
 from .tokens.store import NotInstalled, ReauthRequired
 from .webhooks import events
 
+PERSONAL_FIELDS = ("user_name", "user_email")
+
+
+def _personal_data(inst: Installation) -> bool:
+    return any(getattr(inst, name) is not None for name in PERSONAL_FIELDS)
+
 
 def _erase(company_id: int, user_id: int, by: str) -> bool:
-    """Mark the installation uninstalled and erase its tokens in one locked transaction."""
+    """Mark the installation uninstalled and erase its tokens and the user's personal data in one locked
+    transaction."""
     with db.locking_session() as locked:
         inst = locked.scalar(
             select(Installation)
             .where(Installation.company_id == company_id, Installation.user_id == user_id)
             .with_for_update()
         )
-        if inst is None or (inst.status == InstallationStatus.UNINSTALLED and inst.refresh_token_enc is None):
+        if inst is None or (
+            inst.status == InstallationStatus.UNINSTALLED
+            and inst.refresh_token_enc is None
+            and not _personal_data(inst)
+        ):
             return False
         inst.status = InstallationStatus.UNINSTALLED
         inst.access_token_enc = None
         inst.refresh_token_enc = None
         inst.access_token_expires_at = None
+        # The person goes with the tokens: the row keeps only ids (the company's keys, snapshots and audit
+        # trail refer to it); a reinstall fills these in again from /users/me.
+        for name in PERSONAL_FIELDS:
+            setattr(inst, name, None)
         events.emit(locked, company_id, events.UNINSTALLED, {"company_id": company_id, "user_id": user_id})
         locked.commit()
     audit("uninstalled", company_id=company_id, user_id=user_id, by=by)

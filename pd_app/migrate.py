@@ -57,7 +57,7 @@ def current_revisions(conn: Connection) -> set[str]:
 
 
 def current(database_url: str) -> str | None:
-    engine = create_engine(database_url)
+    engine = create_engine(database_url, hide_parameters=True)
     try:
         with engine.connect() as conn:
             revisions = current_revisions(conn)

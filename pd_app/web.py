@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Request, Response, current_app, render_template
+from flask import Blueprint, Flask, Request, Response, current_app, render_template, request
 from flask.sessions import SessionInterface
 
 bp = Blueprint("web", __name__)
@@ -29,7 +29,18 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
+HSTS = "max-age=31536000; includeSubDomains"
+
+
 def add_security_headers(response: Response) -> Response:
+    """App-wide defaults; a blueprint's own after_request (the panel's CSP, a proxied read's caching) runs
+    first, so only what it left unset is filled in here."""
+    if request.path.startswith("/oauth/"):
+        # The install flow's pages and redirects carry one person's state, tickets and results: no cache may
+        # keep them, not even the browser's.
+        response.headers["Cache-Control"] = "no-store"
+    if current_app.config["SETTINGS"].public_url.startswith("https://"):
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
     response.headers.setdefault(
         "Content-Security-Policy",
         "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -17,6 +20,7 @@ from pd_app.config import (
 )
 
 KEY = Fernet.generate_key().decode()
+DEV = {"PD_APP_ENV": "development"}
 PRODUCTION = {
     "PD_APP_ENV": "production",
     "SECRET_KEY": "s" * 40,
@@ -27,9 +31,16 @@ PRODUCTION = {
 }
 
 
+def test_unset_environment_means_production_and_its_refusals(tmp_path):
+    with pytest.raises(ConfigError, match="SECRET_KEY is required when PD_APP_ENV=production"):
+        load_settings({}, tmp_path)
+    assert not (tmp_path / "dev-secrets.json").exists()  # no development secret was generated
+    assert load_settings({k: v for k, v in PRODUCTION.items() if k != "PD_APP_ENV"}, tmp_path).production
+
+
 def test_development_defaults_generate_secrets_once(tmp_path):
-    first = load_settings({}, tmp_path)
-    second = load_settings({}, tmp_path)
+    first = load_settings({"PD_APP_ENV": "development"}, tmp_path)
+    second = load_settings({"PD_APP_ENV": "development"}, tmp_path)
     assert first.env == "development"
     assert first.public_url == "http://localhost:5000"
     assert first.redirect_uri == "http://localhost:5000/oauth/callback"
@@ -43,7 +54,9 @@ def test_development_defaults_generate_secrets_once(tmp_path):
 
 
 def test_sandbox_points_oauth_and_api_at_the_mounted_sandbox(tmp_path):
-    settings = load_settings({"PD_SANDBOX": "1", "PUBLIC_URL": "http://localhost:5000/"}, tmp_path)
+    settings = load_settings(
+        {"PD_APP_ENV": "development", "PD_SANDBOX": "1", "PUBLIC_URL": "http://localhost:5000/"}, tmp_path
+    )
     assert settings.sandbox
     assert settings.oauth_url == "http://localhost:5000/sandbox"
     assert "http://localhost:5000/sandbox" in settings.api_domains
@@ -58,16 +71,18 @@ def test_sandbox_never_holds_the_real_apps_secrets(tmp_path):
         "PIPEDRIVE_CLIENT_SECRET": "real-secret",
         "PIPEDRIVE_JWT_SECRET": "j",
     }
-    settings = load_settings({"PD_SANDBOX": "1", **real}, tmp_path)
+    settings = load_settings({"PD_APP_ENV": "development", "PD_SANDBOX": "1", **real}, tmp_path)
     derived = sandbox_client_secret(settings.secret_key)
     assert settings.client_id == SANDBOX_CLIENT_ID
     assert settings.client_secret == derived and settings.jwt_secret == derived
 
 
 def test_jwt_secret_defaults_to_client_secret_and_can_be_set(tmp_path):
-    assert load_settings({"PIPEDRIVE_CLIENT_SECRET": "cs"}, tmp_path).jwt_secret == "cs"
+    assert load_settings({**DEV, "PIPEDRIVE_CLIENT_SECRET": "cs"}, tmp_path).jwt_secret == "cs"
     assert (
-        load_settings({"PIPEDRIVE_CLIENT_SECRET": "cs", "PIPEDRIVE_JWT_SECRET": "j"}, tmp_path).jwt_secret
+        load_settings(
+            {**DEV, "PIPEDRIVE_CLIENT_SECRET": "cs", "PIPEDRIVE_JWT_SECRET": "j"}, tmp_path
+        ).jwt_secret
         == "j"
     )
 
@@ -131,14 +146,13 @@ def test_production_refuses_a_wildcard_that_matches_too_much(tmp_path, pattern):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"PIPEDRIVE_OAUTH_URL": "http://oauth.pipedrive.com"}, "PIPEDRIVE_OAUTH_URL .* should use https"),
         ({"PIPEDRIVE_OAUTH_URL": "https://127.0.0.1:8900"}, "PIPEDRIVE_OAUTH_URL .* loopback or private"),
         ({"PIPEDRIVE_OAUTH_URL": "https://10.0.0.5"}, "PIPEDRIVE_OAUTH_URL .* loopback or private"),
         ({"PUBLIC_URL": "http://goals.example.com"}, "PUBLIC_URL .* should use https"),
     ],
 )
 def test_production_warns_about_plain_http_and_private_oauth(tmp_path, changes, message):
-    # Not refusals: the contract names exactly what production refuses, so these are warnings at start.
+    # Not refusals: a private OAuth host may be a deliberate egress gateway, so it is a warning at start.
     settings = load_settings({**PRODUCTION, **changes}, tmp_path)
     warnings = production_warnings(settings)
     assert len(warnings) == 1 and re.search(message, warnings[0])
@@ -166,28 +180,78 @@ def test_production_lists_every_problem_at_once(tmp_path):
         ({"TOKEN_ENCRYPTION_KEYS": "not-a-key"}, "not a Fernet key"),
         ({"GOALS_CACHE_TTL": "soon"}, "GOALS_CACHE_TTL must be a whole number"),
         ({"GOALS_CACHE_TTL": "-1"}, "must not be negative"),
+        ({"PIPEDRIVE_API_DOMAINS": "https://x.example:port"}, "its port is not a number"),
+        ({"PIPEDRIVE_API_DOMAINS": "https://*.pipedrive.com,ftp://x"}, "must start with https://"),
+        ({"PIPEDRIVE_API_DOMAINS": "https://"}, "names no host"),
+        ({"PIPEDRIVE_API_DOMAINS": "https://a b.example"}, "its host may hold only"),
+        ({"PIPEDRIVE_API_DOMAINS": "https://u:p@x.example"}, "may hold only a scheme"),
+        ({"KEY_RATE_LIMIT": "lots"}, "KEY_RATE_LIMIT must be limits like"),
     ],
 )
 def test_bad_values_are_refused_with_one_clear_message(tmp_path, environ, message):
     with pytest.raises(ConfigError, match=message):
-        load_settings(environ, tmp_path)
+        load_settings({"PD_APP_ENV": "development", **environ}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"SECRET_KEY": "s" * 31}, "SECRET_KEY is too weak: at least 32 bytes"),
+        ({"PIPEDRIVE_OAUTH_URL": "http://oauth.example.com"}, "PIPEDRIVE_OAUTH_URL .* must use https://"),
+    ],
+)
+def test_production_refuses_a_weak_secret_and_a_plain_http_oauth_server(tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings({**PRODUCTION, **changes}, tmp_path)
+    assert load_settings({**PRODUCTION, "SECRET_KEY": "s" * 32}, tmp_path).production
+
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_app_py_exits_with_the_message_in_production(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({}, "SECRET_KEY is required"),  # PD_APP_ENV unset: production's refusals
+        ({**DEV, "PIPEDRIVE_API_DOMAINS": "https://x:port"}, "its port is not a number"),
+        ({**DEV, "KEY_RATE_LIMIT": "many"}, "KEY_RATE_LIMIT must be"),
+        ({**DEV, "SNAPSHOT_EVERY": "daily"}, "SNAPSHOT_EVERY must be a whole number"),
+    ],
+)
+def test_app_py_exits_with_one_readable_line(tmp_path, environ, message):
     result = subprocess.run(
         [sys.executable, "-c", "import app"],
-        cwd=root,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PD_APP_ENV": "production", "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin", **environ},
     )
     assert result.returncode != 0
-    assert "SECRET_KEY is required" in result.stderr
+    assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_gunicorn_stops_instead_of_rebooting_workers_on_a_bad_value(tmp_path):
+    # Each worker loads the app (the master does not): without gunicorn's "app failed to load" exit code the
+    # master would fork a new worker for ever, each failing the same way.
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "app:app", "-c", "gunicorn.conf.py", "--no-control-socket"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PD_APP_ENV": "development",
+            "PIPEDRIVE_API_DOMAINS": "https://*.pipedrive.com,https://x:port",
+            "GUNICORN_BIND": "127.0.0.1:0",
+            "WEB_CONCURRENCY": "2",
+        },
+    )
+    assert result.returncode == 4
+    assert "PIPEDRIVE_API_DOMAINS entry 'https://x:port' is not a pattern" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("Booting worker") <= 2  # the first two only, none forked after them

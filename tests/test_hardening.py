@@ -280,3 +280,86 @@ def test_ci_never_skips_the_redis_tests_silently():
     script = (ROOT / ".ci" / "run").read_text().splitlines()
     export = script.index('export CI="${CI:-true}"')
     assert export < next(i for i, line in enumerate(script) if line.strip() == "make test")
+
+
+def test_install_flow_answers_are_never_cached(app, client, installer):
+    # The install redirect, the callback's redirect and its pages carry one person's state and ticket.
+    start = client.get("/oauth/install")
+    assert start.status_code == 302 and start.headers["Cache-Control"] == "no-store"
+    refused = client.get("/oauth/callback?error=access_denied")
+    assert refused.headers["Cache-Control"] == "no-store"
+    done = installer.callback(installer.consent())
+    assert done.status_code == 302 and done.headers["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" not in done.headers  # PUBLIC_URL is http:// here
+
+
+def test_hsts_only_when_the_public_url_is_https(clean_db, sandbox_server):
+    https_app = create_app(
+        environ=app_environ(clean_db, sandbox_server.url, PUBLIC_URL="https://goals.example")
+    )
+    try:
+        for path in ("/", "/healthz", "/api/v1/goals/find", "/oauth/install"):
+            resp = https_app.test_client().get(path)
+            assert resp.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains", path
+    finally:
+        close_app(https_app)
+
+
+@pytest.mark.parametrize("method", ["DELETE", "POST"])
+def test_an_oversized_notice_is_a_413_envelope_not_a_page(client, method):
+    resp = client.open(
+        "/oauth/callback",
+        method=method,
+        data=b"{" + b" " * (3 * 1024 * 1024) + b"}",
+        headers={"Content-Type": "application/json", "Authorization": _basic(CLIENT_ID, CLIENT_SECRET)},
+    )
+    assert resp.status_code == 413
+    assert resp.is_json
+    assert resp.get_json()["code"] == "payload_too_large" and resp.get_json()["success"] is False
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed", "json"),
+    [
+        ("PATCH", "/oauth/callback", {"GET", "POST", "DELETE"}, True),
+        ("PATCH", "/api/v1/goals/abc", {"PUT", "DELETE"}, True),
+        ("POST", "/api/v1/goals/find", {"GET"}, True),
+        ("POST", "/oauth/install", {"GET"}, False),
+    ],
+)
+def test_a_405_names_the_allowed_methods(client, method, path, allowed, json):
+    resp = client.open(path, method=method)
+    assert resp.status_code == 405
+    assert resp.is_json is json
+    assert set(resp.headers["Allow"].split(", ")) >= allowed
+
+
+@pytest.mark.slow
+def test_gunicorns_own_refusals_are_envelopes(tmp_path, clean_db, sandbox_server):
+    # Answered by gunicorn before the app runs: an over-long request line (414) and oversized headers (431).
+    from .procs import GunicornProcess
+
+    server = GunicornProcess(
+        tmp_path / "gunicorn.log", app_environ(clean_db, sandbox_server.url), workers=1, threads=2
+    )
+    try:
+        long_line = requests.get(f"{server.url}/api/v1/goals/{'a' * 9000}/results", timeout=10)
+        big_header = requests.get(
+            f"{server.url}/api/v1/goals/find", headers={"X-Big": "b" * 9000}, timeout=10
+        )
+        # Just under gunicorn's limit, the app answers for itself: a 5,000-character goal id is its envelope.
+        long_id = requests.delete(
+            f"{server.url}/api/v1/goals/{'a' * 5000}", headers={"x-api-token": "pdk_nope"}, timeout=10
+        )
+    finally:
+        server.stop()
+    for resp, status, code in ((long_line, 414, "uri_too_long"), (big_header, 431, "headers_too_large")):
+        assert resp.status_code == status
+        assert resp.headers["Content-Type"] == "application/json"
+        body = resp.json()
+        assert body["success"] is False and body["code"] == code and body["error_info"]
+    assert long_id.status_code == 401 and long_id.json()["code"] == "unauthorized"

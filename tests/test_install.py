@@ -182,6 +182,20 @@ def test_api_domain_outside_the_allow_list_is_refused_and_nothing_sent(
     assert _installations(app) == []
 
 
+@pytest.mark.parametrize("dressing", ["{}\n", " {}", "{}\t", "{}\x00", "{}\r\n", "{}/\u00a0"])
+def test_api_domain_with_whitespace_or_control_characters_is_refused_not_stored(
+    app, installer, sandbox, network_guard, dressing
+):
+    # The sandbox's own address is on the allow-list; dressed with a control character or a space it must
+    # not pass (urlsplit alone would drop a tab or newline and let the value through to storage).
+    sandbox.set_knobs(api_domain_override=dressing.format(installer.sandbox_url))
+    resp = installer.callback(installer.consent())
+    assert resp.status_code == 400
+    assert "Installation refused" in resp.get_data(as_text=True)
+    assert sandbox.count("/api/v1/users/me") == 0
+    assert _installations(app) == []
+
+
 def test_production_style_allow_list_accepts_pipedrive_subdomains_only():
     from pd_app.pipedrive.allowlist import DomainAllowList
 
@@ -201,5 +215,9 @@ def test_production_style_allow_list_accepts_pipedrive_subdomains_only():
         "",
         "https://acme.pipedrive.com.evil.example",
         "https://[::1]",
+        "https://acme.pipedrive.com\n",
+        "https://acme.pipe\tdrive.com",
+        " https://acme.pipedrive.com",
+        "https://acme.pipedrive.com\x7f",
     ):
         assert not allow.allows(url), url

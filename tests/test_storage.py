@@ -87,3 +87,31 @@ def test_database_holds_no_plaintext_token_and_moved_ciphertext_fails(app, insta
         session.commit()
         with pytest.raises(TokenDecryptError):
             cipher().decrypt(sam, "access_token", sam.access_token_enc)
+
+
+def test_a_failed_statement_names_no_bound_value(app):
+    # hide_parameters=True: an error (and so any log line or traceback made from it) shows the SQL text, never
+    # the values bound to it, here an email and a ciphertext standing in for a token.
+    from sqlalchemy.exc import IntegrityError
+
+    secret = "gAAAAA-pretend-ciphertext-" + "x" * 40
+    with app.app_context():
+        session = get_session()
+        session.add(Installation(company_id=1, user_id=2, api_domain="https://a.pipedrive.com"))
+        session.commit()
+        session.add(
+            Installation(
+                company_id=1,
+                user_id=2,
+                api_domain="https://a.pipedrive.com",
+                user_email="hidden@example.com",
+                access_token_enc=secret,
+            )
+        )
+        with pytest.raises(IntegrityError) as info:
+            session.commit()
+        session.rollback()
+    message = str(info.value)
+    assert "installations" in message
+    assert secret not in message and "hidden@example.com" not in message
+    assert "hidden due to hide_parameters" in message

@@ -221,12 +221,15 @@ def test_everything_else_refuses_to_be_framed(client, path):
         # Production never trusts a loopback OAuth URL, nor 'self'.
         ({"env": "production", "oauth_url": "http://127.0.0.1:8900"}, "https://*.pipedrive.com"),
         (
-            {"sandbox": True, "oauth_url": "http://localhost:5000/sandbox"},
+            {"env": "development", "sandbox": True, "oauth_url": "http://localhost:5000/sandbox"},
             "https://*.pipedrive.com 'self' http://localhost:5000",
         ),
-        ({"oauth_url": "http://127.0.0.1:8900"}, "https://*.pipedrive.com http://127.0.0.1:8900"),
-        ({"oauth_url": "https://oauth.pipedrive.com"}, "https://*.pipedrive.com"),
-        ({"oauth_url": "http://example.com"}, "https://*.pipedrive.com"),
+        (
+            {"env": "test", "oauth_url": "http://127.0.0.1:8900"},
+            "https://*.pipedrive.com http://127.0.0.1:8900",
+        ),
+        ({"env": "test", "oauth_url": "https://oauth.pipedrive.com"}, "https://*.pipedrive.com"),
+        ({"env": "test", "oauth_url": "http://example.com"}, "https://*.pipedrive.com"),
     ],
 )
 def test_frame_ancestors_per_configuration(changes, expected):

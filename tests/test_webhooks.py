@@ -153,6 +153,7 @@ def verify(secret: str, header: str, body: bytes) -> bool:
 def test_register_shows_the_secret_once_and_stores_it_only_encrypted(app, client, key, clean_db):
     resp = register(client, key, "https://partner.example.com/hooks", ["goal.reached", "goal.progress"])
     assert resp.status_code == 201, resp.get_json()
+    assert resp.headers["Cache-Control"] == "no-store"  # no cache, not even the browser's, keeps the secret
     data = resp.get_json()["data"]
     secret = data["secret"]
     assert re.fullmatch(r"whsec_[A-Za-z0-9_-]{40,}", secret)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+_PRINTABLE = re.compile(r"[\x21-\x7e]+")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 
 
@@ -22,6 +23,10 @@ class DomainAllowList:
         return parts.scheme, re.compile(rf"\A{regex}\Z"), parts.port, parts.path.rstrip("/")
 
     def allows(self, url: str) -> bool:
+        # urlsplit quietly drops tabs and newlines and keeps other control characters and spaces: a value
+        # holding any of them (or anything beyond printable ASCII) is refused before it is parsed.
+        if not _PRINTABLE.fullmatch(url):
+            return False
         try:
             parts = urlsplit(url)
             port = parts.port

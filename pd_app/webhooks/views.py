@@ -63,7 +63,9 @@ def add_webhook():
         production=current_app.config["SETTINGS"].production,
     )
     data = registry.describe(hook, [], 0, secret=secret)
-    return jsonify({"success": True, "data": data}), 201
+    response = jsonify({"success": True, "data": data})
+    response.headers["Cache-Control"] = "no-store"  # the signing secret is in it, this once
+    return response, 201
 
 
 @bp.get("")
