@@ -5,13 +5,30 @@ PYTHON ?= python3
 NPM ?= npm
 PD_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test test-fast lint bench bench-models bench-tokens bench-dashboard deps browser
+.PHONY: run test test-fast lint lock bench bench-models bench-tokens bench-dashboard deps browser
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# Python dependencies come from requirements-dev.lock: every package, transitive ones included, at one version
+# with the sha256 of each of its files, installed with --require-hashes (a file that differs from the one
+# locked is refused). pip itself is pinned first. `make lock` regenerates both locks from requirements*.txt, and
+# tests/test_dependencies.py fails when a pin in requirements*.txt is not what its lock holds.
+PIP_VERSION := 26.3
+PIP_TOOLS_VERSION := 7.6.2
+LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-header \
+	--no-emit-index-url --no-emit-find-links
+
+$(VENV)/.installed: requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(VENV)/bin/python -m pip install --quiet pip==$(PIP_VERSION)
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.lock
 	touch $@
+
+# pip-tools in a throwaway virtualenv of its own (it is not a dependency of the app or its tests).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet pip==$(PIP_VERSION) pip-tools==$(PIP_TOOLS_VERSION)
+	.lock-venv/bin/pip-compile $(LOCK_FLAGS) --output-file requirements.lock requirements.txt
+	.lock-venv/bin/pip-compile $(LOCK_FLAGS) --output-file requirements-dev.lock requirements-dev.txt
+	rm -rf .lock-venv
 
 # The panel's front-end dependency (@pipedrive/app-extensions-sdk), exactly as package-lock.json pins it; the app
 # serves it from node_modules (no CDN).
