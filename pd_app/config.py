@@ -46,6 +46,7 @@ class Settings:
     company_daily_token_cap: int = 10000
     upstream_retries: int = 2
     snapshot_every: int = 86400
+    metrics_token: str = ""
     # Not environment variables: knobs the code and tests set.
     queue_path: str = ""  # the job queue's SQLite file without REDIS_URL (the instance folder's)
     upstream_timeout: float = 10.0
@@ -224,6 +225,7 @@ def load_settings(
         ),
         upstream_retries=_int("UPSTREAM_RETRIES", environ.get("UPSTREAM_RETRIES"), 2),
         snapshot_every=_int("SNAPSHOT_EVERY", environ.get("SNAPSHOT_EVERY"), 86400),
+        metrics_token=environ.get("METRICS_TOKEN", "").strip(),
         queue_path=str(instance_path / "queue.sqlite3"),
     )
     if overrides:
@@ -269,6 +271,10 @@ def production_warnings(settings: Settings) -> list[str]:
     warnings = []
     if urlsplit(settings.public_url).scheme != "https":
         warnings.append(f"PUBLIC_URL {settings.public_url!r} should use https:// in production.")
+    if not settings.metrics_token:
+        warnings.append(
+            "METRICS_TOKEN is unset: /metrics answers 401 and /readyz only its status until it is set."
+        )
     warnings += [
         message.replace(" must ", " should ").replace("refused in production", "not fit for production")
         for message in _public_https("PIPEDRIVE_OAUTH_URL", settings.oauth_url)

@@ -28,6 +28,7 @@ PRODUCTION = {
     "PIPEDRIVE_CLIENT_ID": "id",
     "PIPEDRIVE_CLIENT_SECRET": "secret",
     "PUBLIC_URL": "https://goals.example.com",
+    "METRICS_TOKEN": "m" * 40,
 }
 
 
@@ -149,6 +150,7 @@ def test_production_refuses_a_wildcard_that_matches_too_much(tmp_path, pattern):
         ({"PIPEDRIVE_OAUTH_URL": "https://127.0.0.1:8900"}, "PIPEDRIVE_OAUTH_URL .* loopback or private"),
         ({"PIPEDRIVE_OAUTH_URL": "https://10.0.0.5"}, "PIPEDRIVE_OAUTH_URL .* loopback or private"),
         ({"PUBLIC_URL": "http://goals.example.com"}, "PUBLIC_URL .* should use https"),
+        ({"METRICS_TOKEN": ""}, "METRICS_TOKEN is unset: /metrics answers 401"),
     ],
 )
 def test_production_warns_about_plain_http_and_private_oauth(tmp_path, changes, message):

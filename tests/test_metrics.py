@@ -264,3 +264,47 @@ def test_one_scrape_sums_all_workers(server: GunicornProcess, tmpdir_for_gunicor
     server.stop(grace=60)
     assert server.popen.returncode == 0, server.tail()
     assert not multiproc_dir.exists()
+
+
+# -- who may read them ---------------------------------------------------------------------------------------
+def test_with_a_metrics_token_only_its_bearer_sees_metrics_and_readiness_detail(clean_db, sandbox_server):
+    guarded = create_app(environ=app_environ(clean_db, sandbox_server.url, METRICS_TOKEN="m" * 40))
+    try:
+        client = guarded.test_client()
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic " + "m" * 40}):
+            refused = client.get("/metrics", headers=headers)
+            assert refused.status_code == 401 and refused.get_json()["code"] == "unauthorized"
+            assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+            assert client.get("/readyz", headers=headers).get_json() == {"status": "ready"}
+        operator = {"Authorization": "Bearer " + "m" * 40}
+        shown = client.get("/metrics", headers=operator)
+        assert shown.status_code == 200 and b"pd_app_http_requests_total" in shown.data
+        ready = client.get("/readyz", headers=operator).get_json()
+        assert ready["checks"] == {"database": "ok", "migrations": "ok"}
+        # /healthz is public and says nothing else.
+        assert client.get("/healthz").get_json() == {"status": "ok"}
+    finally:
+        close_app(guarded)
+
+
+def test_production_without_a_metrics_token_shows_nobody(tmp_path, clean_db):
+    from cryptography.fernet import Fernet
+
+    production = create_app(
+        environ={
+            "DATABASE_URL": clean_db,
+            "SECRET_KEY": "s" * 40,
+            "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "PIPEDRIVE_CLIENT_ID": "id",
+            "PIPEDRIVE_CLIENT_SECRET": "secret",
+            "PUBLIC_URL": "https://goals.example.com",
+        }
+    )
+    try:
+        assert production.config["SETTINGS"].production
+        client = production.test_client()
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 401
+        assert "checks" not in client.get("/readyz").get_json()
+    finally:
+        close_app(production)
