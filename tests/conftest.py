@@ -14,7 +14,7 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from pd_app import create_app
 from pd_app.config import normalize_database_url
@@ -22,10 +22,35 @@ from pd_app.migrate import upgrade
 from pd_app.models import Base
 from pd_app.sandbox import SandboxSettings, create_sandbox_app
 
+from . import logscan
+
 CLIENT_ID = "test-client-id"
 CLIENT_SECRET = "test-client-secret"
 PUBLIC_URL = "http://app.localhost"
 ENCRYPTION_KEY = Fernet.generate_key().decode()
+SECRET_KEY = "test-secret-key-0123456789"
+
+
+# -- no secret in any log line (tests/logscan.py) ------------------------------------------------------------
+def pytest_configure(config: pytest.Config) -> None:
+    logscan.SCAN.install(fixed=(CLIENT_SECRET, ENCRYPTION_KEY, SECRET_KEY))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    scan = logscan.SCAN
+    scan.uninstall()
+    hits = scan.hits()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    summary = (
+        f"log scan: {len(scan.lines)} log records and {len(scan.files)} process outputs searched for "
+        f"{len(scan.secrets_made)} secrets made during the run: {len(hits)} hits"
+    )
+    if reporter is not None:
+        reporter.write_line(summary)
+        for hit in hits[:20]:
+            reporter.write_line("  secret in a log line: " + hit, red=True)
+    if hits and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # -- no real network -------------------------------------------------------------------------------------
@@ -89,9 +114,18 @@ def _no_blocked_calls(network_guard: NetworkGuard) -> Iterator[None]:
 
 
 # -- servers -----------------------------------------------------------------------------------------------
+class QuerylessRequestHandler(WSGIRequestHandler):
+    """Werkzeug's request line without its query string, as gunicorn's access log is configured: the panel's
+    URL carries a JWT and the OAuth callback a code (the suite's log scan would report them)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path = self.path.split("?", 1)[0]
+        self.log("info", '"%s %s %s" %s %s', self.command, path, self.request_version, code, size)
+
+
 class LiveServer:
     def __init__(self, wsgi_app, host: str = "127.0.0.1") -> None:
-        self.server = make_server(host, 0, wsgi_app, threaded=True)
+        self.server = make_server(host, 0, wsgi_app, threaded=True, request_handler=QuerylessRequestHandler)
         self.url = f"http://{host}:{self.server.server_port}"
         # stop() waits for the serving loop to notice, so poll often: the default 0.5 s cost every test that
         # starts a server half a second in teardown.
@@ -185,7 +219,7 @@ def app_environ(database_url: str, oauth_url: str, **extra: str) -> dict[str, st
     env = {
         "PD_APP_ENV": "test",
         "PUBLIC_URL": PUBLIC_URL,
-        "SECRET_KEY": "test-secret-key-0123456789",
+        "SECRET_KEY": SECRET_KEY,
         "DATABASE_URL": database_url,
         "TOKEN_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "PIPEDRIVE_CLIENT_ID": CLIENT_ID,

@@ -25,6 +25,8 @@ from pd_app.install.identity import Identity
 from pd_app.models import Installation, utcnow
 from pd_app.tokens.store import save_grant
 
+from . import logscan
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 # What subprocesses inherit from us; everything else (PD_*, PIPEDRIVE_*, DATABASE_URL...) is set explicitly.
@@ -49,6 +51,7 @@ class Proc:
 
     def __init__(self, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
         self.log_path = log_path
+        logscan.SCAN.add_file(log_path)  # searched for secrets at the end of the run
         self._log = open(log_path, "wb")  # noqa: SIM115  (closed in stop())
         base = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
         self.popen = subprocess.Popen(

@@ -24,6 +24,8 @@ from werkzeug.test import Client
 
 from pd_app.sandbox import SandboxSettings, SandboxState, create_sandbox_app, fingerprint
 
+from .conftest import QuerylessRequestHandler
+
 CLIENT_ID, CLIENT_SECRET = "test-client", "test-secret"
 REDIRECT_URI = "http://app.test/oauth/callback"
 BASIC = (CLIENT_ID, CLIENT_SECRET)
@@ -108,7 +110,9 @@ class Sandbox:
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
     # Bind first: the sandbox must know its own URL (its api_domain) before it is created.
-    server = make_server("127.0.0.1", 0, placeholder_app, threaded=True)
+    server = make_server(
+        "127.0.0.1", 0, placeholder_app, threaded=True, request_handler=QuerylessRequestHandler
+    )
     url = f"http://127.0.0.1:{server.port}"
     settings = SandboxSettings(
         client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uris=[REDIRECT_URI], base_url=url
