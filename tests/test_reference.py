@@ -391,6 +391,36 @@ def test_a_new_install_is_granted_the_reference_scopes(app, acme):
     assert scopes == ["base", "goals:full", "deals:read", "activities:read", "users:read"]
 
 
+# -- the OpenAPI document ------------------------------------------------------------------------------------
+def test_the_document_describes_each_read_as_served(app, acme):
+    document = app.test_client().get("/api/openapi.json").get_json()
+    schemas = document["components"]["schemas"]
+    queries = {
+        "/api/v2/pipelines": {"sort_by", "sort_direction", "limit", "cursor"},
+        "/api/v2/stages": {"pipeline_id", "sort_by", "sort_direction", "limit", "cursor"},
+        "/api/v1/activityTypes": set(),
+        "/api/v1/users": set(),
+        "/api/v1/currencies": {"term"},
+    }
+    for spec in BY_OP.values():
+        operation = document["paths"][spec.path]["get"]
+        assert operation["x-token-cost"] == spec.cost and operation["tags"] == ["Reference"]
+        assert {p["name"] for p in operation["parameters"] if p["in"] == "query"} == queries[spec.path]
+        assert {"200", "304", "400", "401", "403", "429", "503"} <= set(operation["responses"])
+        response = schemas[spec.schema]
+        item = response["properties"]["data"]["items"]["$ref"].rsplit("/", 1)[-1]
+        # The documented fields are exactly what the sandbox (answering as Pipedrive) sends.
+        assert set(schemas[item]["properties"]) == set(SHAPES[spec.path]), spec.path
+        assert ("additional_data" in response["properties"]) == spec.path.startswith("/api/v2/")
+    stages = document["paths"]["/api/v2/stages"]["get"]["parameters"]
+    limit = next(p for p in stages if p["name"] == "limit")
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 500)
+    sort_by = next(p for p in stages if p["name"] == "sort_by")
+    assert sort_by["schema"]["enum"] == ["id", "update_time", "add_time", "order_nr"]
+    installation = schemas["Installation"]["properties"]
+    assert {"locale", "default_currency", "timezone_name", "is_admin"} <= set(installation)
+
+
 # -- bad queries: 400 in the contract's envelope, nothing sent -----------------------------------------------
 @pytest.mark.parametrize(
     "path,query,field",
