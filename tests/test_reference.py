@@ -363,6 +363,7 @@ def test_a_missing_scope_is_forbidden_naming_the_scope_and_never_cached(app, san
             body = resp.get_json()
             assert body["success"] is False and body["code"] == "forbidden"
             assert f"`{scope}`" in body["error_info"] and "/oauth/install" in body["error_info"]
+            assert "Scope and URL mismatch" in body["error"]
         assert sandbox.count(path, status=403) == 2, path  # not cached: asked again
     # `base` is always granted: currencies still work.
     assert client.get("/api/v1/currencies", headers=key).status_code == 200

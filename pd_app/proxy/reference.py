@@ -27,21 +27,24 @@ def _serve(spec: ReferenceOp) -> Response:
     params = _validated(goals.validate_query, spec.query, request.args)
     try:
         return _read(spec.op, inst, spec.path, params, cache=reference_cache())
-    except PipedriveForbidden:
-        raise _missing_scope(spec) from None
+    except PipedriveForbidden as exc:
+        raise _missing_scope(spec, exc.message) from None
     except GoalNotFound:  # Pipedrive's 404 on a list: nothing of the sort in this company
         raise ApiError(
             404, "not_found", "Pipedrive has no such resource for this company.", "Check the query."
         ) from None
 
 
-def _missing_scope(spec: ReferenceOp) -> ApiError:
+def _missing_scope(spec: ReferenceOp, upstream_message: str | None) -> ApiError:
+    """Pipedrive says "Scope and URL mismatch" (its own words are kept in `error`); an HTML 403 from its edge
+    says nothing, and a missing scope is still the one cause the caller can act on."""
     scopes = " or ".join(f"`{scope}`" for scope in spec.scopes if scope != "admin")
     install_url = current_app.config["SETTINGS"].public_url + "/oauth/install"
+    said = f" (Pipedrive said: {upstream_message})" if upstream_message else ""
     return ApiError(
         403,
         "forbidden",
-        f"Pipedrive refused {spec.path}: the installation was not granted the scope it needs.",
+        f"Pipedrive refused {spec.path}: the installation was not granted the scope it needs{said}.",
         f"The app needs Pipedrive's {scopes} scope for this: a Pipedrive user of the company must install "
         f"the app again to grant it: {install_url}",
     )
