@@ -575,6 +575,11 @@ def test_every_path_is_under_api_and_has_the_expected_operations(document):
         ("get", "/api/v1/app/webhooks"): "listWebhooks",
         ("delete", "/api/v1/app/webhooks/{id}"): "deleteWebhook",
         ("get", "/api/openapi.json"): "getOpenApi",
+        ("get", "/api/v2/pipelines"): "getPipelines",
+        ("get", "/api/v2/stages"): "getStages",
+        ("get", "/api/v1/activityTypes"): "getActivityTypes",
+        ("get", "/api/v1/users"): "getUsers",
+        ("get", "/api/v1/currencies"): "getCurrencies",
     }
 
 
@@ -644,7 +649,18 @@ def test_results_parameters_are_required(document):
     assert [(p["name"], p["required"]) for p in parameters] == [("period.start", True), ("period.end", True)]
 
 
-@pytest.mark.parametrize("path", ["/api/v1/goals/find", "/api/v1/goals/{id}/results"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/goals/find",
+        "/api/v1/goals/{id}/results",
+        "/api/v2/pipelines",
+        "/api/v2/stages",
+        "/api/v1/activityTypes",
+        "/api/v1/users",
+        "/api/v1/currencies",
+    ],
+)
 def test_reads_document_their_caching_headers_and_304(document, path):
     operation = document["paths"][path]["get"]
     headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}

@@ -31,7 +31,7 @@ def _query_parameters(model: type[QueryModel], schemas: dict[str, Any]) -> list[
     schemas.update(schema.get("$defs", {}))
     required = set(schema.get("required", ()))
     parameters = []
-    for name, prop in schema["properties"].items():
+    for name, prop in schema.get("properties", {}).items():
         prop = dict(prop)
         parameter = {"in": "query", "name": name, "required": name in required}
         parameter["description"] = prop.pop("description", "")
@@ -312,6 +312,19 @@ def openapi_document(public_url: str) -> dict[str, Any]:
             }
         },
     }
+    # Imported here: the reference package's query models import this package (goals.models).
+    from ..reference.openapi import reference_paths
+    from ..reference.schemas import REFERENCE_SCHEMAS
+
+    schemas.update(REFERENCE_SCHEMAS)
+    paths.update(
+        reference_paths(
+            _query_parameters,
+            lambda success, statuses: _responses(success, *statuses, read=True),
+            _READ_PARAMETERS,
+            schemas,
+        )
+    )
     for path, method in (
         ("/api/v1/goals", "post"),
         ("/api/v1/goals/{id}", "put"),
@@ -323,13 +336,19 @@ def openapi_document(public_url: str) -> dict[str, Any]:
         "info": {
             "title": "pd_app API",
             "version": "1.0.0",
-            "description": "Pipedrive-compatible Goals API: requests are validated here before they reach "
-            "Pipedrive, with the caller's installation's OAuth token.",
+            "description": "Pipedrive-compatible Goals API, and the reference data goal forms need: "
+            "requests are validated here before they reach Pipedrive, with the caller's installation's "
+            "OAuth token.",
         },
         "servers": [{"url": public_url}],
         "security": [{"partnerKey": []}, {"bearer": []}],
         "tags": [
             {"name": "Goals", "description": "Pipedrive's v1 Goals operations, same paths and bodies."},
+            {
+                "name": "Reference",
+                "description": "What goals refer to by id (pipelines, stages, activity types, users, "
+                "currencies): Pipedrive's own read operations, same paths and answers, cached.",
+            },
             {"name": "App", "description": "The caller's installation of the app."},
             {"name": "Documentation"},
         ],
