@@ -19,7 +19,7 @@ from .tokens.refresh import TokenServiceUnavailable, refresh
 from .tokens.store import NotInstalled, ReauthRequired
 from .webhooks import events
 
-PERSONAL_FIELDS = ("user_name", "user_email")
+PERSONAL_FIELDS = ("user_name", "user_email", "locale", "timezone_name", "default_currency")
 
 
 def _personal_data(inst: Installation) -> bool:

@@ -93,6 +93,7 @@ def test_uninstall_erases_tokens_and_later_calls_are_not_installed(client, two_u
     assert rows[2001]["access_token_enc"] is None and rows[2001]["refresh_token_enc"] is None
     # The person's name and email go with the tokens; only ids stay.
     assert rows[2001]["user_name"] is None and rows[2001]["user_email"] is None
+    assert rows[2001]["locale"] is None and rows[2001]["timezone_name"] is None
     assert rows[2002]["user_name"] == "Sam Seller" and rows[2002]["user_email"] == "sam@acme.example"
     # Repeating it is harmless.
     assert client.delete("/oauth/callback", json=notice(user_id=2001), headers=basic()).status_code == 200
