@@ -57,13 +57,14 @@ class AdminChecks:
 
     def __init__(self, ttl_s: float = ADMIN_CHECK_TTL_S) -> None:
         self.ttl_s = ttl_s
+        self.clock = time.monotonic  # tests move it past the TTL
         self._answers: dict[tuple[int, int], tuple[float, bool]] = {}
         self._lock = threading.Lock()
 
     def get(self, company_id: int, user_id: int) -> bool | None:
         with self._lock:
             found = self._answers.get((company_id, user_id))
-        if found is None or time.monotonic() - found[0] >= self.ttl_s:
+        if found is None or self.clock() - found[0] >= self.ttl_s:
             return None
         return found[1]
 
@@ -71,7 +72,7 @@ class AdminChecks:
         with self._lock:
             if len(self._answers) > 10_000:  # a bound, not an eviction policy: answers are a minute's worth
                 self._answers.clear()
-            self._answers[(company_id, user_id)] = (time.monotonic(), is_admin)
+            self._answers[(company_id, user_id)] = (self.clock(), is_admin)
 
     def forget(self) -> None:
         with self._lock:
@@ -109,7 +110,9 @@ def is_admin(ref: InstallationRef) -> bool:
 def _store(ref: InstallationRef, is_admin: bool) -> None:
     """Write Pipedrive's answer over the stored flag when it differs: one conditional update of that column
     alone, so it neither waits for nor disturbs a refresh (whose versioned write leaves it alone)."""
-    with db.transaction() as session:
+    session = db.get_session()
+    db.end_read(session)  # a read begun before the call (SQLite) could not write after the ledger's commit
+    with db.transaction(session):
         changed = session.execute(
             update(Installation)
             .where(Installation.id == ref.id, Installation.is_admin != is_admin)
