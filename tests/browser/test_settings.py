@@ -10,12 +10,13 @@ from datetime import timedelta
 from urllib.parse import urlencode, urlsplit
 
 import requests
-from playwright.sync_api import FrameLocator, expect
+from playwright.sync_api import Frame, FrameLocator, expect
 
 from pd_app.config import SANDBOX_CLIENT_ID
 from pd_app.db import get_session
 from pd_app.models import BudgetDay, Webhook, WebhookAttempt, utcnow
 
+from .axe import assert_accessible
 from .conftest import Demo, Tab
 
 FIND = "/api/v1/goals/find"
@@ -41,6 +42,28 @@ def wait_for(frame: FrameLocator, screen: str) -> None:
 
 def shoot_settings(tab: Tab, name: str) -> None:
     tab.shoot(name, element=tab.page.locator(".app-settings-box"))
+
+
+def settings_frame(tab: Tab) -> Frame:
+    frame = tab.page.locator("#settings-frame").element_handle().content_frame()
+    assert frame is not None
+    return frame
+
+
+def accessible_in_both_themes(tab: Tab, context: str, *, host: bool = False) -> None:
+    """axe's WCAG A/AA check of the settings page in its theme, then in the other one (switched as Pipedrive
+    does, USER_SETTINGS_CHANGE), then back; with `host`, the sandbox page around it (its dialog) too."""
+    html = page_of(tab).locator("html")
+    start = "dark" if "theme-dark" in (html.get_attribute("class") or "") else "light"
+    for theme in (start, "light" if start == "dark" else "dark"):
+        if theme != start:
+            tab.page.locator("#theme-toggle").dispatch_event("click")  # also behind a modal dialog
+            expect(html).to_have_class(f"theme-{theme}")
+        assert_accessible(settings_frame(tab), f"settings page, {context}, {theme}")
+        if host:
+            assert_accessible(tab.page, f"sandbox settings page, {context}, {theme}")
+    tab.page.locator("#theme-toggle").dispatch_event("click")
+    expect(html).to_have_class(f"theme-{start}")
 
 
 def furnish(demo: Demo) -> None:
@@ -138,6 +161,7 @@ def test_an_admin_sees_the_apps_settings_in_the_light_theme(demo: Demo, tab: Tab
     url = tab.page.locator("#settings-frame").element_handle().content_frame().url
     assert "token=" not in url and "id=" in url and "theme=light" in url
     shoot_settings(tab, "settings-admin-light")
+    accessible_in_both_themes(tab, "admin", host=True)
 
 
 def test_an_admin_sees_them_in_the_dark_theme_and_the_theme_follows_pipedrive(demo: Demo, tab: Tab):
@@ -165,6 +189,7 @@ def test_a_user_who_is_not_an_admin_sees_why_and_no_data(demo: Demo, tab: Tab):
     assert api_requests == []  # the page asks for nothing it may not see
     assert "initialize" in tab.commands()
     shoot_settings(tab, "settings-non-admin")
+    accessible_in_both_themes(tab, "not an admin", host=True)
 
 
 def test_a_key_created_on_the_page_works_through_the_proxy_until_revoked(demo: Demo, tab: Tab):
@@ -180,6 +205,7 @@ def test_a_key_created_on_the_page_works_through_the_proxy_until_revoked(demo: D
     expect(form.locator("#key-name-error")).to_have_text("name must be 1-200 characters.")
     expect(form.locator("#key-origins-error")).to_contain_text("is not an origin like")
     expect(form.get_by_label("Name")).to_be_focused()
+    accessible_in_both_themes(tab, "key form with errors")
 
     form.get_by_label("Name").fill("Sales dashboard")
     form.get_by_label("Browser origins").fill("")
@@ -200,6 +226,7 @@ def test_a_key_created_on_the_page_works_through_the_proxy_until_revoked(demo: D
     expect(shown.locator(".copied")).to_have_text("Copied to the clipboard.")
     tab.page.locator("#snackbars").evaluate("box => box.replaceChildren()")
     tab.shoot("key-shown-once", element=frame.locator('[data-section="keys"]'))
+    accessible_in_both_themes(tab, "key shown once")
 
     # The key serves at once.
     proxy = requests.get(demo.url + FIND, headers={"x-api-token": key}, timeout=10)
@@ -211,6 +238,7 @@ def test_a_key_created_on_the_page_works_through_the_proxy_until_revoked(demo: D
     expect(dialog).to_be_visible()
     expect(dialog.locator("h2")).to_have_text("Revoke the key “Sales dashboard”?")
     expect(dialog.locator("#confirm-ok")).to_have_text("Revoke")
+    accessible_in_both_themes(tab, "revoke confirmation", host=True)
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_be_hidden()
     assert requests.get(demo.url + FIND, headers={"x-api-token": key}, timeout=10).status_code == 200
@@ -265,12 +293,14 @@ def test_webhooks_are_added_shown_with_their_deliveries_and_removed(demo: Demo, 
     expect(hook.locator("table.attempts tbody tr")).to_have_count(2)
     expect(hook.locator("table.attempts tbody tr").first).to_contain_text("Failed: connection refused")
     expect(hook.locator("table.attempts tbody tr").last).to_contain_text("Failed: answered 500")
+    accessible_in_both_themes(tab, "a failing webhook")
 
     # A bad URL is refused with the API's words.
     form = frame.locator('form[data-form="webhook"]')
     form.get_by_label("URL").fill("ftp://example.com/x")
     form.get_by_role("button", name="Add webhook").click()
     expect(form.locator("#hook-url-error")).to_contain_text("url")
+    accessible_in_both_themes(tab, "webhook form with errors")
 
     dialog = tab.page.locator("dialog#confirm")
     hook.get_by_role("button", name="Remove the webhook http://127.0.0.1:9/pd-hooks").click()
@@ -318,3 +348,59 @@ def test_the_budget_chart_draws_14_days_and_says_what_it_shows(demo: Demo, tab: 
     expect(rows.nth(12)).to_have_text(re.compile(rf"{yesterday}\s*4,200$"))
     bar = frame.locator(".budget-bar")
     expect(bar).to_have_attribute("aria-valuetext", re.compile(r"^[\d,]+ of 10,000 tokens$"))
+    accessible_in_both_themes(tab, "budget as a table")
+
+
+def test_every_other_screen_says_what_to_do_and_is_accessible(demo: Demo, tab: Tab, monkeypatch):
+    # Loading: the settings read held back until it has been checked.
+    demo.install(2001)
+    held = []
+    tab.page.route("**/api/v1/app/settings", lambda route: held.append(route))
+    frame = open_settings(demo, tab)
+    wait_for(frame, "loading")
+    expect(frame.get_by_text("Loading the app's settings…")).to_be_visible()
+    accessible_in_both_themes(tab, "loading")
+    wait_for(frame, "loading")
+    held[0].continue_()
+    wait_for(frame, "admin")
+    tab.page.unroute("**/api/v1/app/settings")
+
+    # Not installed (Gil, Globex's admin, has not installed the app).
+    frame = open_settings(demo, tab, user=2101)
+    wait_for(frame, "install")
+    expect(frame.get_by_role("link", name="Install Goals")).to_have_attribute(
+        "href", f"{demo.url}/oauth/install"
+    )
+    accessible_in_both_themes(tab, "not installed")
+
+    # Pipedrive cannot confirm the admin: the reason, and nothing else.
+    demo.sandbox.set_knobs(force_api_status={"status": 503, "count": 20})
+    demo.app.extensions["pd_admin_checks"].clock = lambda: 10.0**9  # what it remembered is stale
+    frame = open_settings(demo, tab)
+    wait_for(frame, "unavailable")
+    expect(frame.locator(".unavailable-text")).to_contain_text("Pipedrive")
+    accessible_in_both_themes(tab, "Pipedrive unreachable")
+    demo.sandbox.set_knobs(force_api_status=None)
+
+    # The page's own failure: a screen, never a blank frame.
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("pd_app.settings_page.api.overview", broken)
+    demo.app.extensions["pd_admin_checks"].clock = lambda: 2 * 10.0**9
+    frame = open_settings(demo, tab)
+    wait_for(frame, "error")
+    expect(frame.locator(".error-text")).to_have_text("Something went wrong on our side. It has been logged.")
+    accessible_in_both_themes(tab, "error")
+
+    # Reconnect: Pipedrive refused this user's authorization.
+    demo.set_status(2001, "reauth_required")
+    frame = open_settings(demo, tab)
+    wait_for(frame, "reauth")
+    accessible_in_both_themes(tab, "reconnect")
+
+    # A refused token, opened outside Pipedrive.
+    for theme in ("light", "dark"):
+        tab.page.goto(f"{demo.url}/ui/settings?token=not-a-jwt&theme={theme}")
+        expect(tab.page.locator("#app")).to_have_attribute("data-screen", "denied")
+        assert_accessible(tab.page, f"settings page, token refused, {theme}")
