@@ -574,6 +574,10 @@ def test_every_path_is_under_api_and_has_the_expected_operations(document):
         ("post", "/api/v1/app/webhooks"): "addWebhook",
         ("get", "/api/v1/app/webhooks"): "listWebhooks",
         ("delete", "/api/v1/app/webhooks/{id}"): "deleteWebhook",
+        ("get", "/api/v1/app/settings"): "getAppSettings",
+        ("get", "/api/v1/app/keys"): "listKeys",
+        ("post", "/api/v1/app/keys"): "createKey",
+        ("delete", "/api/v1/app/keys/{id}"): "revokeKey",
         ("get", "/api/openapi.json"): "getOpenApi",
     }
 
