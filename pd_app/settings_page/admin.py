@@ -74,10 +74,6 @@ class AdminChecks:
                 self._answers.clear()
             self._answers[(company_id, user_id)] = (self.clock(), is_admin)
 
-    def forget(self) -> None:
-        with self._lock:
-            self._answers.clear()
-
 
 def admin_checks() -> AdminChecks:
     return current_app.extensions["pd_admin_checks"]

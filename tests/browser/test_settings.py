@@ -179,9 +179,14 @@ def test_an_admin_sees_them_in_the_dark_theme_and_the_theme_follows_pipedrive(de
 def test_a_user_who_is_not_an_admin_sees_why_and_no_data(demo: Demo, tab: Tab):
     demo.install(2001)
     demo.install(2002)
+    frame = open_settings(demo, tab)
+    wait_for(frame, "admin")
+    # Pipedrive's user picker (the sandbox's "Logged in as"): now Sam, who is not an admin.
     api_requests = []
     tab.page.on("request", lambda r: "/api/v1/" in r.url and api_requests.append(r.url))
-    frame = open_settings(demo, tab, user=2002)
+    tab.page.get_by_label("Logged in as").select_option("2002")
+    tab.page.wait_for_url(re.compile(r"/app-settings\?user=2002&theme=light$"))
+    frame = page_of(tab)
     wait_for(frame, "not_admin")
     expect(frame.get_by_role("heading", name="Only admins can open Goals settings")).to_be_visible()
     expect(frame.locator('[data-screen-name="admin"]')).to_be_hidden()
