@@ -70,7 +70,7 @@ export function renderBudget(root, budget) {
 function chart(days, cap) {
   const width = 560;
   const height = 150;
-  const top = 14;
+  const top = 20;
   const bottom = 22;
   const plot = height - top - bottom;
   const peak = Math.max(1, ...days.map((d) => d.spent));
