@@ -31,6 +31,7 @@ def create_app(
         pipedrive,
         proxy,
         sandbox_mount,
+        settings_page,
         tokens,
         ui,
         web,
@@ -60,7 +61,7 @@ def create_app(
     proxy.init_app(app)
     jobs.init_app(app)
     webhooks.init_app(app)
-    for module in (web, install, ops, cli, ui):
+    for module in (web, install, ops, cli, ui, settings_page):
         module.init_app(app)
     app.after_request(web.add_security_headers)
     sandbox_mount.init_app(app)

@@ -9,12 +9,11 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from . import lifecycle, migrate
-from .auth import CannotBind, create_key, rebind_key
-from .db import get_session, transaction
+from . import keys, lifecycle, migrate
+from .auth import CannotBind, rebind_key
+from .db import get_session
 from .logs import audit
-from .models import Installation, KeyScope, PartnerKey, utcnow
-from .proxy.cors import normalize_origin
+from .models import Installation, KeyScope, PartnerKey
 from .webhooks.registry import reencrypt_secrets
 
 keys_cli = AppGroup("keys", help="Partner keys for the /api/v1 proxy.")
@@ -51,46 +50,22 @@ def create_key_command(
 ) -> None:
     """Create a partner key bound to one installation of the company; the key is printed once, alone on the
     last line."""
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise click.BadParameter("must be 1-200 characters", param_hint="--name")
     try:
-        origins = tuple(dict.fromkeys(normalize_origin(o) for o in origins))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--origin") from None
-    scope = scope or (KeyScope.READ if origins else KeyScope.FULL)
+        wanted = keys.validate(name, scope, list(origins))
+    except keys.InvalidKey as exc:
+        problem = exc.details[0]
+        option = "--" + problem["field"].partition("[")[0].removesuffix("s")
+        raise click.BadParameter(problem["message"], param_hint=option) from None
     try:
-        row, key = create_key(
-            get_session(),
-            company_id=company_id,
-            name=name,
-            user_id=user_id,
-            scope=KeyScope(scope),
-            origins=list(origins),
-        )
+        row, key, served_by = keys.create(get_session(), company_id, wanted, by="cli", user_id=user_id)
     except CannotBind as exc:
         raise click.ClickException(exc.message) from None
-    bound_user = _bound_user(row)
-    audit(
-        "key_created",
-        key_id=row.id,
-        prefix=row.prefix,
-        company_id=company_id,
-        user_id=user_id,
-        bound_user_id=bound_user,
-        scope=scope,
-    )
     click.echo(
-        f"Created key {row.id} ({row.prefix}) for company {company_id}, scope {scope}, served by user "
-        f"{bound_user}'s installation. Store it now: it is not shown again.",
+        f"Created key {row.id} ({row.prefix}) for company {company_id}, scope {wanted.scope}, served by user "
+        f"{served_by.user_id if served_by else None}'s installation. Store it now: it is not shown again.",
         err=True,
     )
     click.echo(key)
-
-
-def _bound_user(key: PartnerKey) -> int | None:
-    inst = get_session().get(Installation, key.installation_id) if key.installation_id else None
-    return inst.user_id if inst else None
 
 
 @keys_cli.command("list")
@@ -153,15 +128,10 @@ def rebind_key_command(key_id: int, user_id: int) -> None:
 @keys_cli.command("revoke")
 @click.argument("key_id", type=int)
 def revoke_key_command(key_id: int) -> None:
-    with transaction() as session:
-        row = session.get(PartnerKey, key_id)
-        if row is None:
-            raise click.ClickException(f"no key with id {key_id}")
-        newly_revoked = row.revoked_at is None
-        if newly_revoked:
-            row.revoked_at = utcnow()
-    if newly_revoked:
-        audit("key_revoked", key_id=row.id, prefix=row.prefix, company_id=row.company_id)
+    try:
+        row = keys.revoke(get_session(), key_id, by="cli")
+    except keys.KeyNotFound:
+        raise click.ClickException(f"no key with id {key_id}") from None
     click.echo(f"Key {row.id} ({row.prefix}) is revoked.")
 
 

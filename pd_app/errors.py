@@ -11,6 +11,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from .auth import NotAuthenticated, ScopeTooNarrow
+from .keys import InvalidKey, KeyNotFound
 from .pipedrive.api import (
     AccountInactive,
     DomainNotAllowed,
@@ -29,6 +30,7 @@ from .proxy.budget import BudgetExhausted
 from .proxy.idempotency import IdempotencyKeyInProgress, IdempotencyKeyReused, InvalidIdempotencyKey
 from .proxy.keylimit import KeyRateLimited
 from .proxy.throttle import InstallationThrottled
+from .settings_page.admin import AdminOnly
 from .tokens.cipher import TokenDecryptError
 from .tokens.refresh import TokenServiceUnavailable
 from .tokens.store import NotInstalled, ReauthRequired
@@ -247,6 +249,17 @@ DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
     WebhookNotFound: Envelope(
         404, "not_found", "No such webhook in this company.", "List them with GET /api/v1/app/webhooks."
     ),
+    InvalidKey: Envelope(400, "validation_failed", None, "Fix each entry of `details` and send it again."),
+    KeyNotFound: Envelope(
+        404, "not_found", "No such partner key in this company.", "List them with GET /api/v1/app/keys."
+    ),
+    AdminOnly: Envelope(
+        403,
+        "forbidden",
+        None,
+        "Open the app's settings page inside Pipedrive as an admin of the company "
+        "(Tools and apps > Marketplace apps).",
+    ),
     # The app's own database: down, restarting, or every pooled connection busy.
     OperationalError: _DATABASE_DOWN,
     InterfaceError: _DATABASE_DOWN,
@@ -270,6 +283,7 @@ def as_api_error(exc: Exception) -> ApiError:
         | ReauthRequired
         | KeyRateLimited
         | InstallationThrottled
+        | AdminOnly
     )
     message = getattr(exc, "message", None) if isinstance(exc, own_message) else None
     message = message or spec.message or str(exc)
@@ -279,7 +293,7 @@ def as_api_error(exc: Exception) -> ApiError:
         details = [{"field": "body", "message": message, "code": "upstream_rejected"}]
     elif isinstance(exc, InvalidIdempotencyKey):
         details = [exc.detail]
-    elif isinstance(exc, InvalidWebhook):
+    elif isinstance(exc, InvalidWebhook | InvalidKey):
         details = exc.details
         message = f"The request has {len(details)} problem{'s' if len(details) != 1 else ''}."
     return ApiError(

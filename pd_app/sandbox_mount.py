@@ -22,6 +22,7 @@ def init_app(app: Flask) -> None:
             base_url=settings.sandbox_url,
             jwt_secret=settings.jwt_secret,
             panel_url=settings.public_url + "/ui/panel",
+            settings_url=settings.public_url + "/ui/settings",
         )
     )
     app.extensions["pd_sandbox_app"] = sandbox

@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from pd_app import create_app
-from pd_app.config import sandbox_client_secret
+from pd_app.config import SANDBOX_CLIENT_ID, sandbox_client_secret
 
 from .conftest import ENCRYPTION_KEY, close_app
 
@@ -35,8 +35,8 @@ def demo(clean_db):
     close_app(app)
 
 
-def _frame_src(html: str) -> str:
-    match = re.search(r'<iframe id="panel-frame"[^>]* src="([^"]+)"', html)
+def _frame_src(html: str, frame: str = "panel-frame") -> str:
+    match = re.search(rf'<iframe id="{frame}"[^>]* src="([^"]+)"', html)
     assert match, html
     return unescape(match.group(1))
 
@@ -61,6 +61,37 @@ def test_deal_page_frames_the_panel_with_pipedrives_query_and_a_fresh_token(demo
     assert panel.status_code == 200 and 'data-screen="install"' in panel.get_data(as_text=True)
 
 
+SETTINGS_PAGE = f"/sandbox/crm/settings/marketplace/app/{SANDBOX_CLIENT_ID}/app-settings"
+
+
+def test_the_apps_settings_page_frames_the_settings_ui_at_pipedrives_deep_link(demo):
+    client = demo.test_client()
+    resp = client.get(SETTINGS_PAGE + "?user=2002&theme=dark")
+    assert resp.status_code == 200
+    html = resp.get_data(as_text=True)
+    src = _frame_src(html, "settings-frame")
+    parts = urlsplit(src)
+    assert parts.scheme == "" and parts.path == "/ui/settings"
+    query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+    # A panel's query without its record (resource, view, selectedIds): a settings page shows none.
+    assert set(query) == {"id", "userId", "companyId", "token", "theme"}
+    assert (query["userId"], query["companyId"], query["theme"]) == ("2002", "1001", "dark")
+    claims = jwt.decode(query["token"], sandbox_client_secret(SECRET_KEY), algorithms=["HS256"])
+    assert (claims["userId"], claims["companyId"], claims["exp"] - claims["iat"]) == (2002, 1001, 300)
+    assert f"https://acme.pipedrive.com/settings/marketplace/app/{SANDBOX_CLIENT_ID}/app-settings" in html
+    csp = resp.headers["Content-Security-Policy"]
+    assert "frame-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert resp.headers["Cache-Control"] == "no-store"
+    # The user picker stays on this page, and the navigation links both ways.
+    assert f'action="{SETTINGS_PAGE}"' in html
+    deal = client.get("/sandbox/crm/deal/1?user=2002&theme=dark").get_data(as_text=True)
+    assert unescape(f'href="{SETTINGS_PAGE}?user=2002&theme=dark"') in unescape(deal)
+    assert 'href="/sandbox/crm/deal/1?user=2002&amp;theme=dark"' in html
+    # The app accepts what the sandbox signed: Sam is not installed, so the page offers the install.
+    page = client.get(src)
+    assert page.status_code == 200 and 'data-screen="install"' in page.get_data(as_text=True)
+
+
 def test_deal_page_headers(demo):
     resp = demo.test_client().get("/sandbox/crm/deal/1")
     csp = resp.headers["Content-Security-Policy"]
@@ -82,6 +113,8 @@ def test_token_endpoint_signs_for_the_chosen_user(demo):
         ("get", "/sandbox/crm/deal/1?user=999", {}, 400),
         ("get", "/sandbox/crm/deal/1?user=abc", {}, 400),
         ("get", "/sandbox/crm/deal/99", {}, 404),
+        ("get", "/sandbox/crm/settings/marketplace/app/another-app/app-settings", {}, 404),
+        ("get", f"/sandbox/crm/settings/marketplace/app/{SANDBOX_CLIENT_ID}/app-settings?user=7", {}, 400),
         ("post", "/sandbox/crm/token", {"json": {"user_id": 42}}, 400),
         ("post", "/sandbox/crm/token", {"data": "x"}, 400),
     ],

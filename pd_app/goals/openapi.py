@@ -10,6 +10,7 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from ..proxy import idempotency
+from ..settings_page.openapi import SETTINGS_SCHEMAS, settings_paths
 from .fields import GoalId
 from .models import AddGoalRequest, FindGoalsQuery, GoalResultsQuery, QueryModel, UpdateGoalRequest
 from .responses import ERROR_RESPONSES, IDEMPOTENT_REPLAYED, RESPONSE_SCHEMAS, RETRY_AFTER, VALIDATION_EXAMPLE
@@ -145,6 +146,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
     find_parameters = _query_parameters(FindGoalsQuery, schemas)
     results_parameters = _query_parameters(GoalResultsQuery, schemas)
     schemas.update(RESPONSE_SCHEMAS)
+    schemas.update(SETTINGS_SCHEMAS)
 
     goal_id = {"$ref": "#/components/parameters/GoalId"}
     reads = ("400", "401", "402", "403", "409", "429", "500", "502", "503")
@@ -325,6 +327,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
             schemas,
         )
     )
+    paths.update(settings_paths(_responses, _created))
     for path, method in (
         ("/api/v1/goals", "post"),
         ("/api/v1/goals/{id}", "put"),
@@ -349,7 +352,11 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 "description": "What goals refer to by id (pipelines, stages, activity types, users, "
                 "currencies): Pipedrive's own read operations, same paths and answers, cached.",
             },
-            {"name": "App", "description": "The caller's installation of the app."},
+            {
+                "name": "App",
+                "description": "The caller's installation of the app, goal history, webhooks, and the "
+                "settings page's endpoints (partner keys, installations, budget; a Pipedrive admin only).",
+            },
             {"name": "Documentation"},
         ],
         "paths": paths,

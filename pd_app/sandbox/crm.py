@@ -1,8 +1,9 @@
-"""A CRM deal page that plays Pipedrive's part for the app's custom UI panel.
+"""CRM pages that play Pipedrive's part for the app's custom UI: a deal page framing the panel, and the app's
+settings page (Tools and apps > Marketplace apps > the app > Settings) framing its custom UI for app settings.
 
-It frames the panel with the query Pipedrive sends (id, userId, companyId, token, resource, view,
-selectedIds, theme) and a freshly signed HS256 JWT, and static/crm.js answers the app extensions SDK's
-messages the way Pipedrive's page does (initialize, GET_SIGNED_TOKEN, RESIZE, SHOW_SNACKBAR,
+Each frames the app with the query Pipedrive sends (id, userId, companyId, token, theme; a panel also
+resource, view and selectedIds) and a freshly signed HS256 JWT, and static/crm.js answers the app extensions
+SDK's messages the way Pipedrive's page does (initialize, GET_SIGNED_TOKEN, RESIZE, SHOW_SNACKBAR,
 SHOW_CONFIRMATION, theme changes).
 Which sandbox user is "logged in" is picked on the page: this is a development tool, never authentication.
 """
@@ -79,25 +80,27 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def panel_src(user_id: int, company_id: int, deal_id: int, theme: str) -> str:
-    """The iframe URL: the Developer Hub "Iframe URL" plus Pipedrive's query parameters."""
-    settings = _state().settings
-    base = settings.panel_url
-    # Mounted inside the app (same origin as the sandbox), keep the page and the panel on whatever origin the
-    # browser used (localhost vs 127.0.0.1), so the panel's frame-ancestors 'self' matches.
-    if _origin(base) == _origin(settings.base_url):
+def frame_src(base: str, user_id: int, company_id: int, theme: str, **record: object) -> str:
+    """An iframe URL: a Developer Hub URL plus Pipedrive's query parameters (a panel's name its record)."""
+    # Mounted inside the app (same origin as the sandbox), keep the page and the frame on whatever origin the
+    # browser used (localhost vs 127.0.0.1), so the app's frame-ancestors 'self' matches.
+    if _origin(base) == _origin(_state().settings.base_url):
         base = urlsplit(base).path
     query = {
         "id": extension_id(),
         "userId": user_id,
         "companyId": company_id,
         "token": sign_panel_token(company_id, user_id),
-        "resource": "deal",
-        "view": "details",
-        "selectedIds": deal_id,
+        **record,
         "theme": theme,
     }
     return f"{base}?{urlencode(query)}"
+
+
+def panel_src(user_id: int, company_id: int, deal_id: int, theme: str) -> str:
+    """The panel's iframe URL: the Developer Hub "Iframe URL" and a deal page's record."""
+    record = {"resource": "deal", "view": "details", "selectedIds": deal_id}
+    return frame_src(_state().settings.panel_url, user_id, company_id, theme, **record)
 
 
 def _user_id(raw: object) -> int:
@@ -116,30 +119,25 @@ def start() -> Response:
     return redirect(url_for("crm.show_deal", deal_id=1))
 
 
-@bp.get("/deal/<int:deal_id>")
-def show_deal(deal_id: int) -> Response:
+def _page(template: str, src: str, user_id: int, theme: str, **context: object) -> Response:
+    """A CRM page framing the app at `src`, for the picked sandbox user."""
     state = _state()
-    deal = DEALS.get(deal_id) or abort(404)
-    user_id = _user_id(request.args.get("user", "2001"))
-    theme = request.args.get("theme", "light")
-    theme = theme if theme in THEMES else "light"
     user = state.users[user_id]
-    src = panel_src(user_id, user.company_id, deal.id, theme)
     html = render_template(
-        "crm.html",
-        deal=deal,
+        template,
         deals=DEALS.values(),
-        stages=STAGES,
         user=user,
         company=state.companies[user.company_id],
         users=[(u, state.companies[u.company_id]) for u in state.users.values()],
         theme=theme,
-        panel_src=src,
         extension_id=extension_id(),
+        client_id=state.settings.client_id,
+        here=url_for(request.endpoint or "crm.start", **(request.view_args or {})),
+        **context,
     )
     response = Response(html, mimetype="text/html")
     frame_origin = _origin(src) if "://" in src else "'self'"
-    # The page runs only its own files; it may frame just the app's panel, and nobody may frame it.
+    # The page runs only its own files; it may frame just the app, and nobody may frame it.
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         f"frame-src {frame_origin}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -147,6 +145,39 @@ def show_deal(deal_id: int) -> Response:
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "no-store"  # it carries a signed token
     return response
+
+
+def _who() -> tuple[int, str]:
+    user_id = _user_id(request.args.get("user", "2001"))
+    theme = request.args.get("theme", "light")
+    return user_id, theme if theme in THEMES else "light"
+
+
+@bp.get("/deal/<int:deal_id>")
+def show_deal(deal_id: int) -> Response:
+    deal = DEALS.get(deal_id) or abort(404)
+    user_id, theme = _who()
+    src = panel_src(user_id, _state().users[user_id].company_id, deal.id, theme)
+    return _page("crm.html", src, user_id, theme, deal=deal, stages=STAGES, panel_src=src)
+
+
+@bp.get("/settings/marketplace/app/<client_id>/app-settings")
+def show_app_settings(client_id: str) -> Response:
+    """Pipedrive's deep link to an app's settings page, for the sandbox's one app."""
+    state = _state()
+    if client_id != state.settings.client_id:
+        abort(404, "no such app in this sandbox")
+    user_id, theme = _who()
+    src = frame_src(state.settings.settings_url, user_id, state.users[user_id].company_id, theme)
+    return _page(
+        "crm_settings.html",
+        src,
+        user_id,
+        theme,
+        deal=None,
+        settings_src=src,
+        app_name=state.settings.app_name,
+    )
 
 
 @bp.post("/token")

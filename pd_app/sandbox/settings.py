@@ -23,6 +23,9 @@ class SandboxSettings:
     jwt_secret: str | None = None  # the custom UI JWT's secret; None: the client secret (Pipedrive's default)
     # The app's custom UI panel (Developer Hub "Iframe URL"), framed by the sandbox's CRM deal page.
     panel_url: str = "http://localhost:5000/ui/panel"
+    # The app's custom UI for app settings (Developer Hub "settings page URL"), framed by the sandbox's
+    # settings page for the app.
+    settings_url: str = "http://localhost:5000/ui/settings"
     control: bool = True  # the /_sandbox/* endpoints exist only when True
 
     def __post_init__(self) -> None:

@@ -8,27 +8,21 @@ from flask import Blueprint, current_app, jsonify
 
 from ..auth import CredentialKind, Principal
 from ..db import get_session
-from ..errors import ApiError
-from ..models import Installation, KeyScope
+from ..models import KeyScope
 from ..proxy.views import _caller, _json_body
+from ..settings_page.admin import require_admin
 from . import registry
 
 bp = Blueprint("webhooks_api", __name__, url_prefix="/api/v1/app/webhooks")
 
 
 def _manager() -> Principal:
-    """A credential that may manage the company's webhooks: scope full, and from the panel an admin only (any
-    Pipedrive user of the company can open the panel; webhooks send every goal's progress out of it)."""
+    """A credential that may manage the company's webhooks: scope full, and from Pipedrive (a panel or the
+    settings page) an admin only, as Pipedrive says now (settings_page/admin.py): any Pipedrive user of the
+    company can open the panel, and webhooks send every goal's progress out of it."""
     principal, inst = _caller(KeyScope.FULL)
     if principal.kind is CredentialKind.JWT:
-        row = get_session().get(Installation, inst.id) if inst is not None else None
-        if row is None or not row.is_admin:
-            raise ApiError(
-                403,
-                "forbidden",
-                "Only an admin of the company may manage its webhooks from Pipedrive.",
-                "Ask a Pipedrive admin of the company, or use a partner key with scope `full`.",
-            )
+        require_admin(principal, inst)
     return principal
 
 

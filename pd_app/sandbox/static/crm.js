@@ -1,4 +1,6 @@
-// The host side of Pipedrive's app extensions SDK (@pipedrive/app-extensions-sdk), as the sandbox's deal page.
+// The host side of Pipedrive's app extensions SDK (@pipedrive/app-extensions-sdk), as the sandbox's pages that
+// frame the app (the deal page's panel, the app's settings page): the frame is the element with data-app-frame,
+// its height range in its data-min-height / data-max-height (a panel's 100-750 px by default).
 //
 // The SDK in the panel posts {id, payload} to window.parent with a MessageChannel port:
 //   payload {type: "command", command, args}  -> answer once on the port: {data} or {error: "message"}
@@ -10,11 +12,12 @@
   "use strict";
 
   const INIT_DEADLINE_MS = 10000;
-  const MIN_HEIGHT = 100;
-  const MAX_HEIGHT = 750;
 
   const body = document.body;
-  const frame = document.getElementById("panel-frame");
+  const frame = document.querySelector("[data-app-frame]");
+  const failed = document.querySelector("[data-frame-failed]");
+  const MIN_HEIGHT = Number(frame.dataset.minHeight || 100);
+  const MAX_HEIGHT = Number(frame.dataset.maxHeight || 750);
   const panelOrigin = new URL(frame.src, window.location.href).origin;
   const config = {
     extensionId: body.dataset.extensionId,
@@ -108,7 +111,7 @@
       clearTimeout(deadline);
       if (args && args.size && args.size.height) setHeight(args.size.height);
       frame.hidden = false;
-      document.getElementById("panel-failed").hidden = true;
+      failed.hidden = true;
     },
     get_signed_token: signedToken,
     resize(args) {
@@ -152,7 +155,7 @@
     toggle.textContent = theme === "dark" ? "Light theme" : "Dark theme";
     toggle.setAttribute("aria-pressed", String(theme === "dark"));
     document.querySelector('.who input[name="theme"]').value = theme;
-    for (const link of document.querySelectorAll(".deal-links a")) {
+    for (const link of document.querySelectorAll(".crm-links a")) {
       const url = new URL(link.href);
       url.searchParams.set("theme", theme);
       link.href = url.toString();
@@ -189,8 +192,8 @@
   const deadline = setTimeout(() => {
     if (host.initialized) return;
     frame.hidden = true;
-    document.getElementById("panel-failed").hidden = false;
-    record({ type: "host", note: "panel hidden: not initialized within 10 s" });
+    failed.hidden = false;
+    record({ type: "host", note: "app frame hidden: not initialized within 10 s" });
   }, INIT_DEADLINE_MS);
 
   document.getElementById("theme-toggle").addEventListener("click", () => {
@@ -198,11 +201,13 @@
     emit("user_settings_change", { theme: host.theme });
   });
   document.getElementById("user").addEventListener("change", (event) => event.target.form.submit());
-  document.getElementById("panel-toggle").addEventListener("click", (event) => {
-    const button = event.currentTarget;
-    const open = button.getAttribute("aria-expanded") !== "true";
-    button.setAttribute("aria-expanded", String(open));
-    document.getElementById("panel-body").hidden = !open;
-    emit("visibility", { is_visible: open, context: { invoker: "user" } });
-  });
+  const panelToggle = document.getElementById("panel-toggle"); // the deal page's collapsible panel
+  if (panelToggle) {
+    panelToggle.addEventListener("click", () => {
+      const open = panelToggle.getAttribute("aria-expanded") !== "true";
+      panelToggle.setAttribute("aria-expanded", String(open));
+      document.getElementById("panel-body").hidden = !open;
+      emit("visibility", { is_visible: open, context: { invoker: "user" } });
+    });
+  }
 })();
