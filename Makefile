@@ -30,10 +30,12 @@ lock:
 	.lock-venv/bin/pip-compile $(LOCK_FLAGS) --output-file requirements-dev.lock requirements-dev.txt
 	rm -rf .lock-venv
 
-# The front-end dependencies, exactly as package-lock.json pins them: the panel's SDK (@pipedrive/app-extensions-sdk),
-# which the app serves from node_modules (no CDN), and axe-core, the browser tests' accessibility check.
+# The front-end dependencies, exactly as package-lock.json pins them: the panel's SDK (@pipedrive/app-extensions-sdk)
+# and the API docs viewer (swagger-ui-dist), which the app serves from node_modules (no CDN), and axe-core, the
+# browser tests' accessibility check. All ship prebuilt files: no install script runs (swagger-ui-dist's
+# dependency @scarf/scarf would otherwise report the install to its vendor).
 node_modules/.installed: package.json package-lock.json
-	$(NPM) ci --no-audit --no-fund
+	$(NPM) ci --no-audit --no-fund --ignore-scripts
 	touch $@
 
 deps: $(VENV)/.installed node_modules/.installed

@@ -223,7 +223,7 @@ def test_consent_page_shows_app_scopes_and_sandbox_users(http, sandbox):
     page = http.get(f"{sandbox.url}/oauth/authorize", params=params)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     for text in (
-        "pd_app Goals",
+        "Goals for Pipedrive",
         "goals:full",
         "Create, read, update and delete goals",
         "Ada Admin",

@@ -463,7 +463,7 @@ def test_a_non_admin_gets_the_explanation_and_no_data(client, acme, app):
     resp = _page(client, SAM)
     assert resp.status_code == 200 and _screen(resp) == "not_admin"
     html = resp.get_data(as_text=True)
-    assert "Only admins can open Goals settings" in html and "Secret dashboard" not in html
+    assert "Only admins can open these settings" in html and "Secret dashboard" not in html
 
 
 @pytest.mark.parametrize(

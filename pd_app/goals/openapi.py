@@ -337,7 +337,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "pd_app API",
+            "title": "Goals for Pipedrive API",
             "version": "1.0.0",
             "description": "Pipedrive-compatible Goals API, and the reference data goal forms need: "
             "requests are validated here before they reach Pipedrive, with the caller's installation's "

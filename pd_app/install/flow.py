@@ -4,6 +4,7 @@ page after it."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from datetime import timedelta
 
@@ -12,10 +13,11 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from ..config import SANDBOX_PREFIX
 from ..db import get_session, transaction
 from ..errors import PageError
 from ..logs import audit
-from ..models import Installation, OAuthState, utcnow
+from ..models import Installation, InstallationStatus, OAuthState, utcnow
 from ..pipedrive import client
 from ..pipedrive.api import (
     DomainNotAllowed,
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 STATE_SALT = "pd-app/oauth-state"
 TICKET_SALT = "pd-app/installed-ticket"
 TICKET_MAX_AGE_S = 600
+PIPEDRIVE_WEB = "https://app.pipedrive.com"  # when the company's own domain is unknown
+COMPANY_DOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)  # one DNS label
 
 
 def _serializer(salt: str) -> URLSafeTimedSerializer:
@@ -160,21 +164,48 @@ def callback():
     if state is not None:
         _consume_state(state)
     inst = _finish_install(code)
-    if state is None:
-        # Started in the Marketplace: installed, but this browser proved nothing, so it learns nothing.
-        return redirect(url_for("oauth.installed"), code=302)
-    ticket = _serializer(TICKET_SALT).dumps({"i": inst.id})
+    # The ticket lets the next page say what was installed. Started in the Marketplace (no state), this
+    # browser proved nothing, so its ticket confirms the install without naming the company or the user.
+    ticket = _serializer(TICKET_SALT).dumps({"i": inst.id, "named": state is not None})
     return redirect(url_for("oauth.installed", ticket=ticket), code=302)
+
+
+def _ticket_installation(ticket: str) -> tuple[Installation | None, bool]:
+    """The installation a ticket confirms (None when forged, expired or since uninstalled), and whether the
+    page may name its company and user."""
+    try:
+        payload = _serializer(TICKET_SALT).loads(ticket, max_age=TICKET_MAX_AGE_S)
+        inst = get_session().get(Installation, int(payload["i"]))
+        named = payload.get("named") is True
+    except (BadSignature, KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        return None, False
+    if inst is None or inst.status == InstallationStatus.UNINSTALLED:
+        return None, False
+    return inst, named
+
+
+def next_steps(inst: Installation, named: bool) -> dict[str, str | None]:
+    """Where the installed page sends a person: Pipedrive (in the sandbox, its CRM deal page) and the app's
+    settings in Pipedrive, where an admin creates partner keys. Unnamed, the company's domain is not shown."""
+    settings = current_app.config["SETTINGS"]
+    if settings.sandbox:
+        deal_page = f"{settings.public_url}{SANDBOX_PREFIX}/crm/deal/1?user={inst.user_id}"
+        return {"open_url": deal_page, "settings_url": None}
+    domain = (inst.company_domain if named else None) or ""
+    # From /users/me, but it becomes a link's host: one DNS label or nothing.
+    host = f"https://{domain}.pipedrive.com" if COMPANY_DOMAIN.fullmatch(domain) else PIPEDRIVE_WEB
+    return {
+        "open_url": host + "/",
+        "settings_url": f"{host}/settings/marketplace/app/{settings.client_id}/app-settings",
+    }
 
 
 @bp.get("/installed")
 def installed():
-    inst = None
+    """The page after an install. Only a valid ticket (signed by the callback, 10 minutes) says the app is
+    installed; without one the page claims nothing and offers to install."""
     ticket = request.args.get("ticket")
-    if ticket:
-        try:
-            payload = _serializer(TICKET_SALT).loads(ticket, max_age=TICKET_MAX_AGE_S)
-            inst = get_session().get(Installation, int(payload["i"]))
-        except (BadSignature, KeyError, TypeError, ValueError):
-            inst = None
-    return render_template("installed.html", inst=inst)
+    inst, named = _ticket_installation(ticket) if ticket else (None, False)
+    if inst is None:
+        return render_template("installed.html", inst=None, bad_ticket=bool(ticket)), 400 if ticket else 200
+    return render_template("installed.html", inst=inst, named=named, **next_steps(inst, named))

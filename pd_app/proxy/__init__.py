@@ -2,7 +2,8 @@
 forwarding a request upstream (`forward`), the goals and reference read caches (`cache`), CORS for partner
 keys (`cors`), idempotency keys on writes (`idempotency`), the bookkeeping kept off the hot path (`usage`),
 and the rules that guard each company's Pipedrive budget: per-credential limits (`keylimit`), the daily
-ledger (`budget`), Pipedrive's throttle (`throttle`), one call for identical concurrent reads (`flight`)."""
+ledger (`budget`), Pipedrive's throttle (`throttle`), one call for identical concurrent reads (`flight`); the
+API's documentation page (`docs`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,19 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     # Imported here, not at the top: auth.py (which the views use) notes key use through `usage`.
-    from . import budget, cache, cors, flight, history, idempotency, keylimit, reference, usage, views  # noqa: F401
+    from . import (  # noqa: F401
+        budget,
+        cache,
+        cors,
+        docs,
+        flight,
+        history,
+        idempotency,
+        keylimit,
+        reference,
+        usage,
+        views,
+    )
 
     usage.init_app(app)
     budget.init_app(app)
@@ -21,3 +34,4 @@ def init_app(app: Flask) -> None:
     cors.init_app(app)
     idempotency.init_app(app)
     views.init_app(app)
+    docs.init_app(app)

@@ -6,7 +6,7 @@ import functools
 import hashlib
 import time
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
 from .. import goals
 from ..auth import InstallationRef, Principal, authenticate, require_scope
@@ -244,8 +244,3 @@ def _openapi(public_url: str) -> dict:
 @bp.get("/openapi.json")
 def openapi():
     return jsonify(_openapi(current_app.config["SETTINGS"].public_url))
-
-
-@bp.get("/docs")
-def docs():
-    return render_template("api_docs.html")

@@ -9,7 +9,9 @@ plus a control surface for tests.
 
 from __future__ import annotations
 
-from flask import Flask
+from pathlib import Path
+
+from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from . import api, control, crm, oauth, reference
@@ -18,6 +20,16 @@ from .settings import SandboxSettings
 from .state import SandboxState, fingerprint
 
 __all__ = ["SandboxSettings", "SandboxState", "create_sandbox_app", "fingerprint"]
+
+# The app's icon (one file, pd_app/static/favicon.svg), on the sandbox's pages too: the sandbox plays
+# Pipedrive for this app, and its tabs are told apart from others by it.
+APP_FAVICON = Path(__file__).resolve().parents[1] / "static" / "favicon.svg"
+
+
+def favicon() -> Response:
+    response = Response(APP_FAVICON.read_bytes(), mimetype="image/svg+xml")
+    response.cache_control.max_age = 3600
+    return response
 
 
 def create_sandbox_app(settings: SandboxSettings | None = None) -> Flask:
@@ -29,6 +41,7 @@ def create_sandbox_app(settings: SandboxSettings | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(reference.bp)
     app.register_blueprint(crm.bp)
+    app.add_url_rule("/favicon.svg", "favicon", favicon)
     if settings.control:
         app.register_blueprint(control.bp)
     app.after_request(control.record_call)

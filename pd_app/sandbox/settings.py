@@ -16,7 +16,7 @@ class SandboxSettings:
     redirect_uris: Sequence[str] = ("http://localhost:5000/oauth/callback",)
     # Where the sandbox is reachable; returned as `api_domain` so the app sends API calls back here.
     base_url: str = "http://localhost:5000/sandbox"
-    app_name: str = "pd_app Goals"
+    app_name: str = "Goals for Pipedrive"
     # What the app asks for: goals, and read access to the reference data its goal forms show by name.
     scopes: Sequence[str] = ("base", "goals:full", "deals:read", "activities:read", "users:read")
     access_token_ttl: int = 3599

@@ -1,31 +1,44 @@
-// Renders the operations of /api/openapi.json as a plain list (no third-party code, no CDN).
+// /api/docs: Swagger UI renders the app's OpenAPI document (the viewer is served from this origin, no CDN).
 (function () {
   "use strict";
-  var root = document.getElementById("operations");
-  fetch(root.dataset.spec, { credentials: "omit" })
-    .then(function (r) { return r.json(); })
-    .then(function (spec) {
-      root.textContent = "";
-      Object.keys(spec.paths).sort().forEach(function (path) {
-        Object.keys(spec.paths[path]).forEach(function (method) {
-          if (["get", "post", "put", "patch", "delete"].indexOf(method) < 0) { return; }
-          var op = spec.paths[path][method];
-          var row = document.createElement("div");
-          row.className = "op";
-          var m = document.createElement("span");
-          m.className = "method";
-          m.textContent = method.toUpperCase();
-          var p = document.createElement("code");
-          p.textContent = path;
-          var s = document.createElement("div");
-          s.className = "summary";
-          s.textContent = (op.operationId ? op.operationId + ": " : "") + (op.summary || "");
-          row.appendChild(m);
-          row.appendChild(p);
-          row.appendChild(s);
-          root.appendChild(row);
-        });
+  var root = document.getElementById("swagger-ui");
+
+  // Swagger UI leaves some form controls without a name a screen reader can say: the server picker (a
+  // <select> in an empty <label>) and the inputs of a parameter's row (an enum's <select>, for one). Name
+  // them after what they choose, and let the keyboard reach (and so scroll) its code examples, whenever
+  // Swagger UI renders.
+  function fixUp() {
+    root.querySelectorAll("pre:not([tabindex])").forEach(function (pre) { pre.tabIndex = 0; });
+    root.querySelectorAll("select:not([aria-label]), input:not([aria-label]), textarea:not([aria-label])")
+      .forEach(function (control) {
+        var row = control.closest("tr[data-param-name]");
+        if (control.id === "servers") {
+          control.setAttribute("aria-label", "Server");
+        } else if (row) {
+          control.setAttribute("aria-label", row.dataset.paramName + " (" + row.dataset.paramIn + ")");
+        }
       });
-    })
-    .catch(function () { root.textContent = "Could not load the API description."; });
+  }
+  var pending = false;
+  new MutationObserver(function () {
+    if (pending) { return; }
+    pending = true;
+    window.requestAnimationFrame(function () { pending = false; fixUp(); });
+  }).observe(root, { childList: true, subtree: true });
+
+  if (typeof window.SwaggerUIBundle !== "function") {
+    root.textContent = "The API viewer could not be loaded. The description is at " + root.dataset.specUrl + ".";
+    return;
+  }
+  window.SwaggerUIBundle({
+    url: root.dataset.specUrl,
+    domNode: root,
+    deepLinking: false, // its permalinks sit inside each operation's toggle button (nested controls)
+    validatorUrl: null, // never send the document to a third party's validator
+    docExpansion: "list",
+    defaultModelsExpandDepth: 0,
+    displayOperationId: true,
+    showExtensions: true, // x-token-cost: what a call costs in Pipedrive's daily budget
+    syntaxHighlight: { activated: true, theme: "idea" }, // the default theme's colours fall under 4.5:1
+  });
 })();

@@ -109,7 +109,7 @@ function showBudgetExhausted(seconds) {
 function showUnreachable(err) {
   const appDown = err.code === "network";
   $(".unreachable-title").textContent = appDown
-    ? "The Goals app is not reachable right now"
+    ? "Goals for Pipedrive is not reachable right now"
     : "Pipedrive is not reachable right now";
   $(".unreachable-text").textContent = appDown
     ? "Check your connection; your goals are safe in Pipedrive."

@@ -76,7 +76,7 @@ function showFailure(err) {
       show("denied");
       return true;
     case "network":
-      showUnavailable("The Goals app is not reachable right now. Check your connection.");
+      showUnavailable("Goals for Pipedrive is not reachable right now. Check your connection.");
       return true;
     case "rate_limited":
     case "budget_exhausted":
@@ -99,7 +99,7 @@ const webhooks = new WebhooksSection($('[data-section="webhooks"]'), { api, host
 async function loadSettings() {
   const answer = await api.call("GET", "/app/settings");
   const data = answer.data;
-  if (data.company.name) $("[data-company-name]").textContent = `Partner keys, webhooks and Pipedrive budget of the Goals app for ${data.company.name}.`;
+  if (data.company.name) $("[data-company-name]").textContent = `Partner keys, webhooks and Pipedrive budget of Goals for Pipedrive at ${data.company.name}.`;
   renderInstallations($("table.installations tbody"), data.installations);
   renderBudget($('[data-section="budget"]'), data.budget);
   renderLimits($("dl.limits"), data.limits);

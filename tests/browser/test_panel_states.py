@@ -18,8 +18,8 @@ def test_not_installed_user_installs_from_the_panel(demo: Demo, tab: Tab):
     tab.page.goto(demo.crm(user=2002))
     tab.wait_for_screen("install")
     panel = tab.panel
-    expect(panel.get_by_role("heading")).to_have_text("Install Goals for your Pipedrive user")
-    link = panel.get_by_role("link", name="Install Goals")
+    expect(panel.get_by_role("heading")).to_have_text("Install Goals for Pipedrive")
+    link = panel.get_by_role("link", name="Install Goals for Pipedrive")
     expect(link).to_have_attribute("href", demo.url + "/oauth/install")
     expect(link).to_have_attribute("target", "_blank")
     expect(link).to_have_attribute("rel", "noopener")
@@ -35,7 +35,7 @@ def test_not_installed_user_installs_from_the_panel(demo: Demo, tab: Tab):
     assert urlsplit(popup.url).path == "/sandbox/oauth/authorize"
     popup.select_option("#user_id", "2002")
     popup.get_by_role("button", name="Allow and install").click()
-    expect(popup.get_by_role("heading")).to_have_text("Installed for Acme Sales Ltd as Sam Seller")
+    expect(popup.get_by_role("heading", level=1)).to_have_text("Installed for Acme Sales Ltd as Sam Seller")
     popup.close()
 
     # Back in the panel: reload it with a fresh JWT from the SDK, and Sam's goals appear.
@@ -83,7 +83,7 @@ def test_a_spent_daily_budget_has_its_screen(demo: Demo, tab: Tab):
     demo.spend_budget(1001)
     tab.page.goto(demo.crm())
     tab.wait_for_screen("budget_exhausted")
-    expect(tab.panel.get_by_role("heading")).to_have_text("Today's Pipedrive budget for Goals is spent")
+    expect(tab.panel.get_by_role("heading")).to_have_text("Today's Pipedrive budget for this app is spent")
     expect(tab.panel.locator(".budget-reset")).to_contain_text("(midnight UTC)")
     assert demo.sandbox.count("/api/v1/goals") == 0
     tab.shoot("panel-budget-exhausted")

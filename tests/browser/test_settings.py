@@ -188,7 +188,7 @@ def test_a_user_who_is_not_an_admin_sees_why_and_no_data(demo: Demo, tab: Tab):
     tab.page.wait_for_url(re.compile(r"/app-settings\?user=2002&theme=light$"))
     frame = page_of(tab)
     wait_for(frame, "not_admin")
-    expect(frame.get_by_role("heading", name="Only admins can open Goals settings")).to_be_visible()
+    expect(frame.get_by_role("heading", name="Only admins can open these settings")).to_be_visible()
     expect(frame.locator('[data-screen-name="admin"]')).to_be_hidden()
     expect(frame.locator("table.installations tbody tr")).to_have_count(0)
     assert api_requests == []  # the page asks for nothing it may not see
