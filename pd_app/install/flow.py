@@ -175,10 +175,12 @@ def _ticket_installation(ticket: str) -> tuple[Installation | None, bool]:
     page may name its company and user."""
     try:
         payload = _serializer(TICKET_SALT).loads(ticket, max_age=TICKET_MAX_AGE_S)
-        inst = get_session().get(Installation, int(payload["i"]))
+        inst_id = int(payload["i"])
         named = payload.get("named") is True
     except (BadSignature, KeyError, TypeError, ValueError, AttributeError, OverflowError):
         return None, False
+    # Signed by this app, so an id it issued; the bound keeps any other number away from the database.
+    inst = get_session().get(Installation, inst_id) if 0 < inst_id < 2**31 else None
     if inst is None or inst.status == InstallationStatus.UNINSTALLED:
         return None, False
     return inst, named
