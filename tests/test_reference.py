@@ -489,3 +489,25 @@ def test_the_sandbox_charges_and_checks_scopes_at_its_gate(sandbox_server, sandb
         refused = get("/api/v1/activityTypes", narrow["access_token"])
         assert refused.status_code == 403 and refused.json()["error"] == "Scope and URL mismatch"
         assert get("/api/v1/currencies", narrow["access_token"]).status_code == 200
+
+
+def test_a_read_scope_key_gets_the_users_without_their_email_and_phone(app, acme):
+    # A read key may be a browser key, public by design: names for a dashboard, no contact details.
+    client = app.test_client()
+    full = client.get("/api/v1/users", headers={"x-api-token": new_key(app, 1001, "full")})
+    reader = acme  # scope read
+    redacted = client.get("/api/v1/users", headers=reader)
+    assert full.status_code == redacted.status_code == 200
+    by_id = {u["id"]: u for u in full.get_json()["data"]}
+    assert any(u["email"] for u in by_id.values()) and any(u["phone"] for u in by_id.values())
+    for user in redacted.get_json()["data"]:
+        assert user["email"] == "" and user["phone"] is None
+        assert user["name"] == by_id[user["id"]]["name"]
+    # Its own validator, and a 304 against it.
+    assert redacted.headers["ETag"] != full.headers["ETag"]
+    again = client.get("/api/v1/users", headers={**reader, "If-None-Match": redacted.headers["ETag"]})
+    assert again.status_code == 304 and again.headers["ETag"] == redacted.headers["ETag"]
+    # The full answer's validator does not match the redacted one, and other reads are untouched.
+    other = client.get("/api/v1/users", headers={**reader, "If-None-Match": full.headers["ETag"]})
+    assert other.status_code == 200 and other.get_json()["data"][0]["email"] == ""
+    assert client.get("/api/v1/currencies", headers=reader).get_json()["data"]

@@ -11,9 +11,12 @@ contract's 403 `forbidden`, naming the scope to add; like every error, it is nev
 
 from __future__ import annotations
 
+import json
+
 from flask import Response, current_app, request
 
 from .. import goals
+from ..auth import CredentialKind
 from ..errors import ApiError
 from ..models import KeyScope
 from ..pipedrive.api import GoalNotFound, PipedriveForbidden
@@ -21,12 +24,44 @@ from ..reference.ops import REFERENCE_OPS, ReferenceOp
 from .cache import reference_cache
 from .views import _caller, _read, _validated, bp
 
+# What a read-scope key does not get of the company's users: a key with scope read may be a browser key, which
+# is public (it ships in a web page), and names are all a dashboard needs. Emptied, not removed, so the answer
+# keeps Pipedrive's shape.
+CONTACT_FIELDS = {"email": "", "phone": None}
+
+
+def _without_contacts(response: Response) -> Response:
+    if response.status_code != 200:
+        return response  # a 304 has no body; errors carry none of this
+    body = json.loads(response.get_data())
+    for user in body.get("data") or ():
+        if isinstance(user, dict):
+            user.update({name: empty for name, empty in CONTACT_FIELDS.items() if name in user})
+    response.set_data(json.dumps(body, separators=(",", ":")))
+    if response.headers.get("ETag"):
+        # Another representation of the same version: its own validator, still stable across requests.
+        response.headers["ETag"] = response.headers["ETag"].rstrip('"') + '-r"'
+    return response
+
 
 def _serve(spec: ReferenceOp) -> Response:
-    _principal, inst = _caller(KeyScope.READ)
+    principal, inst = _caller(KeyScope.READ)
     params = _validated(goals.validate_query, spec.query, request.args)
+    redact = spec.op == "users" and principal.kind == CredentialKind.KEY and principal.scope == KeyScope.READ
+    if redact and "HTTP_IF_NONE_MATCH" in request.environ:
+        # _read compares with the full answer's validator: only this representation's (suffix `-r`) may
+        # match it, so a reader cannot test a guess of the full answer's tag.
+        tags = [tag.strip() for tag in request.environ["HTTP_IF_NONE_MATCH"].split(",")]
+        request.environ["HTTP_IF_NONE_MATCH"] = ", ".join(
+            tag[:-3] + '"' if tag.endswith('-r"') else '"-"' for tag in tags
+        )
     try:
-        return _read(spec.op, inst, spec.path, params, cache=reference_cache())
+        response = _read(spec.op, inst, spec.path, params, cache=reference_cache())
+        if redact:
+            response = _without_contacts(response)
+            if response.status_code == 304 and response.headers.get("ETag"):
+                response.headers["ETag"] = response.headers["ETag"].rstrip('"') + '-r"'
+        return response
     except PipedriveForbidden as exc:
         raise _missing_scope(spec, exc.message) from None
     except GoalNotFound:  # Pipedrive's 404 on a list: nothing of the sort in this company
