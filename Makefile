@@ -13,8 +13,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# The panel's front-end dependency (@pipedrive/app-extensions-sdk), exactly as package-lock.json pins it; the app
-# serves it from node_modules (no CDN).
+# The front-end dependencies, exactly as package-lock.json pins them: the panel's SDK (@pipedrive/app-extensions-sdk),
+# which the app serves from node_modules (no CDN), and axe-core, the browser tests' accessibility check.
 node_modules/.installed: package.json package-lock.json
 	$(NPM) ci --no-audit --no-fund
 	touch $@

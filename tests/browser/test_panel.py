@@ -10,6 +10,7 @@ import time
 from playwright.sync_api import expect
 from werkzeug.datastructures import MultiDict
 
+from .axe import assert_accessible_in_both_themes
 from .conftest import Demo, Tab
 
 
@@ -73,6 +74,7 @@ def test_panel_initializes_and_lists_goals_with_progress(demo: Demo, tab: Tab):
     assert [cookie["name"] for cookie in tab.page.context.cookies()] == ["probe"]
     tab.shoot("panel-goals-light")
     tab.shoot("crm-deal-page", full_page=True)
+    assert_accessible_in_both_themes(tab, "goal list", host=True)
 
 
 def test_filters_switch_between_active_inactive_and_types(demo: Demo, tab: Tab):
@@ -89,22 +91,26 @@ def test_filters_switch_between_active_inactive_and_types(demo: Demo, tab: Tab):
     tab.wait_for_progress()
     expect(panel.locator(".goal-title")).to_have_text(["Deals won last year"])
     expect(panel.locator(".goal .chip")).to_have_text(re.compile("^(Missed|Achieved)$"))
+    assert_accessible_in_both_themes(tab, "inactive goals")
 
 
 def test_loading_then_an_empty_state_that_invites_the_first_goal(demo: Demo, tab: Tab):
     demo.install(2101)  # Gil, at Globex: one goal of his own, none for the company
     for goal in demo.sandbox.find_goals(1002, 2101, MultiDict()):
         demo.sandbox.delete_goal(1002, goal["id"])
-    demo.sandbox.set_knobs(api_delay_s=1.5)  # a slow Pipedrive, to see the loading screen
+    demo.sandbox.set_knobs(api_delay_s=5)  # a slow Pipedrive, to see (and check) the loading screen
     tab.page.goto(demo.crm(user=2101))
     tab.wait_for_screen("loading")
     expect(tab.panel.get_by_text("Loading your goals…")).to_be_visible()
     tab.shoot("panel-loading")
+    assert_accessible_in_both_themes(tab, "loading")
+    tab.wait_for_screen("loading")  # the check above saw the loading screen, not the list after it
     demo.sandbox.set_knobs(api_delay_s=0)
     tab.wait_for_screen("list")
     empty = tab.panel.locator(".empty")
     expect(empty.get_by_role("heading")).to_have_text("No goals yet")
     tab.shoot("panel-empty")
+    assert_accessible_in_both_themes(tab, "no goals yet")
     # Keyboard only: Enter opens the form with the title focused, Escape goes back.
     empty.get_by_role("button", name="Create your first goal").focus()
     tab.page.keyboard.press("Enter")
@@ -132,6 +138,7 @@ def test_create_edit_and_delete_a_goal(demo: Demo, tab: Tab):
     expect(panel.get_by_label("Currency")).to_be_visible()
     expect(panel.get_by_label("Stage ID")).to_be_hidden()
     tab.shoot("panel-goal-form")
+    assert_accessible_in_both_themes(tab, "goal form")
     panel.get_by_label("Ends").fill("2000-01-31")
     panel.get_by_role("button", name="Save goal").click()
     expect(panel.locator("#f-target-error")).to_have_text("Target is required.")
@@ -139,6 +146,7 @@ def test_create_edit_and_delete_a_goal(demo: Demo, tab: Tab):
     expect(panel.get_by_label("Target amount")).to_have_attribute("aria-invalid", "true")
     expect(panel.locator(".form-alert")).to_have_text("Please correct the highlighted fields.")
     tab.shoot("panel-validation-errors")
+    assert_accessible_in_both_themes(tab, "goal form with errors")
     assert "Q4 wins" not in _goals(demo)
 
     panel.get_by_label("Title").fill("Q4 wins")
@@ -178,6 +186,7 @@ def test_create_edit_and_delete_a_goal(demo: Demo, tab: Tab):
     expect(dialog.locator("#confirm-ok")).to_have_text("Delete")
     tab.page.locator("#snackbars").evaluate("box => box.replaceChildren()")  # a cleaner picture
     tab.shoot("delete-confirmation", full_page=True)
+    assert_accessible_in_both_themes(tab, "delete confirmation", host=True)
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_be_hidden()
     assert "Q4 wins (stretch)" in _goals(demo)

@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Route, expect
 from werkzeug.datastructures import MultiDict
 
+from .axe import assert_accessible, assert_accessible_in_both_themes
 from .conftest import Demo, Tab
 
 PAD = 3  # panel-trend.js: the y of the chart's top value
@@ -109,6 +110,7 @@ def test_trend_lines_and_the_reached_badge_in_both_themes(demo: Demo, tab: Tab):
     expect(badge).to_have_css("color", "rgb(255, 255, 255)")
     expect(calls_card.locator(".trend-target")).to_have_css("stroke", "rgb(101, 107, 119)")
     tab.shoot("panel-trend-light")
+    assert_accessible(tab.panel_frame(), "trends and reached badge, light")
     tab.shoot("panel-goal-reached", element=calls_card)
 
     tab.page.locator("#theme-toggle").click()
@@ -118,6 +120,7 @@ def test_trend_lines_and_the_reached_badge_in_both_themes(demo: Demo, tab: Tab):
     expect(calls_card.locator(".trend-target")).to_have_css("stroke", "rgb(162, 168, 179)")
     expect(calls_card.locator(".trend-dot")).to_have_css("stroke", "rgb(44, 49, 58)")
     tab.shoot("panel-trend-dark")
+    assert_accessible(tab.panel_frame(), "trends and reached badge, dark")
     tab.shoot("panel-goal-reached-dark", element=calls_card)
     tab.wait_for_screen("list")
 
@@ -139,6 +142,7 @@ def test_no_history_no_line_and_no_error(demo: Demo, tab: Tab):
     expect(cards.locator(".trend-empty").first).to_have_text("No history yet")
     expect(panel.locator("svg.trend")).to_have_count(0)
     expect(panel.locator(".reached-badge:visible")).to_have_count(0)
+    assert_accessible_in_both_themes(tab, "no history yet")
     tab.wait_for_screen("list")
 
     # One history read per card, for the days of the period it shows so far.

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from playwright.sync_api import expect
 
 from ..conftest import LiveServer
+from .axe import assert_accessible, assert_accessible_in_both_themes
 from .conftest import Demo, Tab
 
 
@@ -24,6 +25,7 @@ def test_not_installed_user_installs_from_the_panel(demo: Demo, tab: Tab):
     expect(link).to_have_attribute("rel", "noopener")
     assert "initialize" in tab.commands()  # even this screen initializes, so Pipedrive keeps the frame
     tab.shoot("panel-not-installed")
+    assert_accessible_in_both_themes(tab, "not installed")
 
     # The install runs in a top-level window: the sandbox's consent page, then back to the app.
     with tab.page.context.expect_page() as opened:
@@ -52,6 +54,7 @@ def test_reauth_required_has_its_screen(demo: Demo, tab: Tab):
         "href", demo.url + "/oauth/install"
     )
     tab.shoot("panel-reauth-required")
+    assert_accessible_in_both_themes(tab, "reconnect")
 
 
 def test_rate_limited_says_when_it_retries_and_recovers(demo: Demo, tab: Tab):
@@ -61,6 +64,7 @@ def test_rate_limited_says_when_it_retries_and_recovers(demo: Demo, tab: Tab):
     tab.wait_for_screen("rate_limited")
     expect(tab.panel.locator(".countdown")).to_have_text(re.compile(r"^(30|29|28) seconds$"))
     tab.shoot("panel-rate-limited")
+    assert_accessible_in_both_themes(tab, "rate limited")
     # Pipedrive's 429 holds: trying again now is answered by the app itself, and Pipedrive sees nothing.
     demo.sandbox.set_knobs(force_api_status=None)
     calls = demo.sandbox.count("/api/v1/goals")
@@ -83,6 +87,7 @@ def test_a_spent_daily_budget_has_its_screen(demo: Demo, tab: Tab):
     expect(tab.panel.locator(".budget-reset")).to_contain_text("(midnight UTC)")
     assert demo.sandbox.count("/api/v1/goals") == 0
     tab.shoot("panel-budget-exhausted")
+    assert_accessible_in_both_themes(tab, "budget spent")
 
 
 def test_pipedrive_unreachable_has_its_screen(demo: Demo, tab: Tab):
@@ -92,6 +97,7 @@ def test_pipedrive_unreachable_has_its_screen(demo: Demo, tab: Tab):
     tab.wait_for_screen("unreachable")
     expect(tab.panel.get_by_role("heading")).to_have_text("Pipedrive is not reachable right now")
     tab.shoot("panel-pipedrive-unreachable")
+    assert_accessible_in_both_themes(tab, "Pipedrive unreachable")
     demo.sandbox.set_knobs(force_api_status=None)
     tab.panel.get_by_role("button", name="Try again").click()
     tab.wait_for_progress()
@@ -105,6 +111,10 @@ def test_a_refused_token_gets_a_readable_screen(demo: Demo, tab: Tab):
     assert "token=" not in tab.page.url
     tab.page.set_viewport_size({"width": 360, "height": 260})  # the size of a sidebar panel
     tab.shoot("panel-token-refused")
+    assert_accessible(tab.page, "token refused, light")
+    tab.page.goto(tab.page.url + "&theme=dark")
+    expect(tab.page.locator("html")).to_have_class("theme-dark")
+    assert_accessible(tab.page, "token refused, dark")
 
 
 def test_a_script_error_shows_a_friendly_screen_not_a_blank_frame(demo: Demo, tab: Tab):
@@ -114,6 +124,7 @@ def test_a_script_error_shows_a_friendly_screen_not_a_blank_frame(demo: Demo, ta
     tab.panel_frame().evaluate("setTimeout(() => { throw new Error('boom') })")
     tab.wait_for_screen("error")
     expect(tab.panel.get_by_role("heading", name="Something went wrong")).to_be_visible()
+    assert_accessible_in_both_themes(tab, "script error")
     assert tab.errors == ["boom"]
     tab.errors.clear()
 
