@@ -5,48 +5,22 @@
 
 import { editableNumber } from "./panel-format.js";
 import { ACTIVITY_TYPES, DEAL_TYPES, GOAL_TYPES, formatDay, localToday, typeKey } from "./panel-goals.js";
+import { FormErrors } from "./panel-form-errors.js";
 import { Choices, PickField, fillSelect, idsText } from "./panel-pickers.js";
 import { SAYS, checkRange, checkTitle, readDate, readId, readIdList, readTarget } from "./panel-rules.js";
 
-// A detail's dotted `field` -> the form field that shows it (first match wins).
-const FIELD_FOR_PATH = [
-  ["type.params.pipeline_id", "pipelines"],
-  ["type.params.stage_id", "stage"],
-  ["type.params.activity_type_id", "activity_types"],
-  ["type.name", "type"],
-  ["type", "type"],
-  ["assignee.id", "assignee_id"],
-  ["assignee", "assignee"],
-  ["expected_outcome.target", "target"],
-  ["expected_outcome.tracking_metric", "metric"],
-  ["expected_outcome.currency_id", "currency"],
-  ["expected_outcome", "target"],
-  ["duration.end", "end"],
-  ["duration.start", "start"],
-  ["duration", "start"],
-  ["interval", "interval"],
-  ["title", "title"],
-];
+// The fields that pick by name when Pipedrive's names are known, and take ids when not.
 const PICKS = ["assignee_id", "pipelines", "stage", "activity_types", "currency"];
-
-function fieldFor(path) {
-  const match = FIELD_FOR_PATH.find(
-    ([prefix]) => path === prefix || path.startsWith(prefix + ".") || path.startsWith(prefix + "["),
-  );
-  return match ? match[1] : null;
-}
-
-const shown = (node) => !node.closest("[hidden]");
 
 export class GoalForm {
   constructor(root, { me, company, onSubmit, onCancel, onDelete }) {
     this.form = root.querySelector("form");
-    this.alertBox = root.querySelector(".form-alert");
     this.me = me;
     this.company = company;
     this.goal = null;
     this.ref = null;
     this.el = (name) => this.form.elements.namedItem(name);
+    this.errors = new FormErrors(this.form);
     for (const [value, label] of Object.entries(GOAL_TYPES)) this.el("type").add(new Option(label, value));
     this.picks = Object.fromEntries(PICKS.map((name) => [name, new PickField(this.field(name))]));
     this.choices = {
@@ -76,17 +50,6 @@ export class GoalForm {
 
   field(name) {
     return this.form.querySelector(`[data-field="${name}"]`);
-  }
-
-  // The field's name as it reads on screen now ("Pipelines", or "Pipeline IDs" when ids are typed).
-  label(name) {
-    const text = Array.from(this.field(name).querySelectorAll(".label-text")).find(shown);
-    return text ? text.textContent.trim() : name;
-  }
-
-  // The control of a field that shows and can take focus (for a list of checkboxes, the first one).
-  control(name) {
-    return Array.from(this.field(name).querySelectorAll("input, select")).find((el) => shown(el) && !el.disabled) || null;
   }
 
   // ref: the Reference once loaded (null before): which fields pick by name and which take ids.
@@ -130,23 +93,7 @@ export class GoalForm {
     const open = this.el("no_end").checked;
     this.el("end").disabled = open;
     this.form.querySelector("#f-no-end-note").hidden = !open;
-    for (const name of ["end", ...PICKS]) this.describe(name);
-  }
-
-  // aria-describedby: the field's error when it has one, and whatever hint or note shows under it.
-  describe(name) {
-    const field = this.field(name);
-    const ids = Array.from(field.querySelectorAll(".field-error, .field-hint"))
-      .filter((node) => !node.hidden)
-      .map((node) => node.id);
-    for (const control of field.querySelectorAll("input:not([type=checkbox]), select")) {
-      if (ids.length) control.setAttribute("aria-describedby", ids.join(" "));
-      else control.removeAttribute("aria-describedby");
-    }
-    if (field.matches("fieldset")) {
-      if (ids.length) field.setAttribute("aria-describedby", ids.join(" "));
-      else field.removeAttribute("aria-describedby");
-    }
+    for (const name of ["end", ...PICKS]) this.errors.describe(name);
   }
 
   stageValue() {
@@ -183,7 +130,7 @@ export class GoalForm {
   open(goal) {
     this.goal = goal;
     this.form.reset();
-    this.clearErrors();
+    this.errors.clear();
     this.form.querySelector(".form-title").textContent = goal ? "Edit goal" : "New goal";
     this.form.querySelector('[data-action="delete-goal"]').hidden = !goal;
     const set = (name, value) => {
@@ -300,83 +247,27 @@ export class GoalForm {
     return { body, problems };
   }
 
+  // The proxy's validation_failed details, shown like the form's own findings.
+  showDetails(details) {
+    this.errors.showDetails(details);
+  }
+
+  alert(text) {
+    this.errors.alert(text);
+  }
+
   async submit(onSubmit) {
-    this.clearErrors();
+    this.errors.clear();
     const { body, problems } = this.read();
-    if (problems.length) return this.showProblems(problems.map(([name, predicate]) => [name, `${this.label(name)} ${predicate}.`]));
+    if (problems.length) {
+      return this.errors.show(problems.map(([name, predicate]) => [name, `${this.errors.label(name)} ${predicate}.`]));
+    }
     const buttons = this.form.querySelectorAll("button");
     buttons.forEach((button) => (button.disabled = true));
     try {
       await onSubmit(this.goal, body);
     } finally {
       buttons.forEach((button) => (button.disabled = false));
-    }
-  }
-
-  // details: [{field, message, code}] from the proxy's validation_failed answer, written with the labels.
-  showDetails(details) {
-    this.clearErrors();
-    const problems = [];
-    const general = [];
-    for (const detail of details) {
-      const path = String(detail.field || "");
-      let name = fieldFor(path);
-      if (name === "assignee_id" && this.field("assignee_id").hidden) name = "assignee";
-      if (name && this.field(name).hidden) name = null;
-      const message = String(detail.message || "is not valid.");
-      // "expected_outcome.target must be at least 0." -> "Target must be at least 0."
-      const text = this.humanize(name && message.startsWith(path) ? this.label(name) + message.slice(path.length) : message);
-      if (name) problems.push([name, text]);
-      else general.push(text);
-    }
-    this.showProblems(problems, general);
-  }
-
-  // "… before duration.start." -> "… before the start date."
-  humanize(text) {
-    return text.replace(/\b[a-z_]+(\.[a-z_]+)+\b/g, (path) => {
-      const name = fieldFor(path);
-      return name ? `the ${this.label(name).toLowerCase()}` : path;
-    });
-  }
-
-  // problems: [field, sentence]; every one beside its field, a summary above, focus on the first.
-  showProblems(problems, general = []) {
-    const names = [];
-    for (const [name, text] of problems) {
-      const message = this.field(name).querySelector(".field-error");
-      message.textContent = message.hidden ? text : `${message.textContent} ${text}`;
-      message.hidden = false;
-      this.field(name).classList.add("invalid");
-      if (!names.includes(name)) names.push(name);
-    }
-    for (const name of names) {
-      const control = this.control(name);
-      if (control) control.setAttribute("aria-invalid", "true");
-      this.describe(name);
-    }
-    const count = names.length;
-    const summary = count
-      ? `${count === 1 ? "1 field needs" : `${count} fields need`} correcting: ${names.map((name) => this.label(name)).join(", ")}.`
-      : "";
-    this.alert([summary, ...general].filter(Boolean).join(" ") || "Pipedrive did not accept the goal.");
-    const first = names.length ? this.control(names[0]) : null;
-    if (first) first.focus();
-  }
-
-  alert(text) {
-    this.alertBox.textContent = text;
-  }
-
-  clearErrors() {
-    this.alert("");
-    for (const field of this.form.querySelectorAll(".field.invalid")) {
-      field.classList.remove("invalid");
-      for (const control of field.querySelectorAll("[aria-invalid]")) control.removeAttribute("aria-invalid");
-      const message = field.querySelector(".field-error");
-      message.hidden = true;
-      message.textContent = "";
-      this.describe(field.dataset.field);
     }
   }
 }

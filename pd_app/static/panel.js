@@ -2,11 +2,12 @@
 // every outcome a screen. Markup lives in templates/panel.html; this file only fills it in and toggles it.
 
 import { Api, Host } from "./panel-api.js";
-import { formatTime, setLocale } from "./panel-format.js";
+import { setLocale } from "./panel-format.js";
 import { GoalForm } from "./panel-form.js";
 import { GOAL_TYPES, currentPeriod } from "./panel-goals.js";
 import { GoalList, goalTitle } from "./panel-list.js";
 import { Reference } from "./panel-ref.js";
+import { Screens } from "./panel-screens.js";
 import { historyWindow } from "./panel-trend.js";
 
 const app = document.getElementById("app");
@@ -34,7 +35,6 @@ const state = {
   history: new Map(), // goal id -> snapshots over that period (null: none to show)
   loadSeq: 0,
   loadedAt: 0,
-  countdown: null,
   reference: null, // the promise of the reference data: read once per panel load (again only after a failure)
   editing: null, // the goal the form is open for (null: a new one)
   focusAfterLoad: undefined, // where focus goes once the list is drawn again: a goal id, or null for "+ Goal"
@@ -70,94 +70,15 @@ const host = new Host({
 });
 const api = new Api(app.dataset.apiBase, host);
 
-// --- screens --------------------------------------------------------------------------------------------
-function show(name) {
-  for (const section of $$(".screen")) section.hidden = section.dataset.screenName !== name;
-  app.dataset.screen = name;
-  if (name !== "rate_limited") stopCountdown();
-  fitFrame();
-}
-
-function fitFrame() {
-  host.resize(app.getBoundingClientRect().height);
-}
-
-function showError(message) {
-  $(".error-text").textContent = message || "The panel ran into a problem. Reloading it usually helps.";
-  show("error");
-}
+const screens = new Screens(app, { fit: (height) => host.resize(height), retry: () => loadGoals() });
+const show = (name) => screens.show(name);
+const fitFrame = () => screens.fit();
+const showError = (message) => screens.error(message);
+const showFailure = (err) => screens.failure(err);
 
 // Never a blank frame: a script error anywhere becomes the error screen.
 window.addEventListener("error", () => showError());
 window.addEventListener("unhandledrejection", () => showError());
-
-function stopCountdown() {
-  clearInterval(state.countdown);
-  state.countdown = null;
-}
-
-function showRateLimited(seconds) {
-  let left = seconds || 30;
-  const render = () => {
-    $(".countdown").textContent = left === 1 ? "1 second" : `${left} seconds`;
-  };
-  show("rate_limited");
-  render();
-  state.countdown = setInterval(() => {
-    left -= 1;
-    if (left > 0) return render();
-    stopCountdown();
-    loadGoals();
-  }, 1000);
-}
-
-function showBudgetExhausted(seconds) {
-  const reset = new Date(Date.now() + (seconds || 0) * 1000);
-  $(".budget-reset").textContent = seconds
-    ? `at ${formatTime(reset)} (midnight UTC)`
-    : "after midnight UTC";
-  show("budget_exhausted");
-}
-
-function showUnreachable(err) {
-  const appDown = err.code === "network";
-  $(".unreachable-title").textContent = appDown
-    ? "The Goals app is not reachable right now"
-    : "Pipedrive is not reachable right now";
-  $(".unreachable-text").textContent = appDown
-    ? "Check your connection; your goals are safe in Pipedrive."
-    : "Your goals are safe. This is usually over within a few minutes.";
-  show("unreachable");
-}
-
-// The screen for a failure that stops the whole panel; false when the caller should handle it itself.
-function showFailure(err) {
-  switch (err.code) {
-    case "not_installed":
-      show("install");
-      return true;
-    case "reauth_required":
-      show("reauth");
-      return true;
-    case "unauthorized":
-      show("denied");
-      return true;
-    case "rate_limited":
-      showRateLimited(err.retryAfter);
-      return true;
-    case "budget_exhausted":
-      showBudgetExhausted(err.retryAfter);
-      return true;
-    case "network":
-    case "upstream_unavailable":
-    case "outcome_unknown":
-    case "upstream_error":
-      showUnreachable(err);
-      return true;
-    default:
-      return false;
-  }
-}
 
 // --- the list -------------------------------------------------------------------------------------------
 async function loadGoals() {
