@@ -40,6 +40,7 @@ class Settings:
     jwt_secret: str = ""
     sandbox: bool = False
     goals_cache_ttl: int = 30
+    reference_cache_ttl: int = 600
     key_rate_limit: str = "600/minute"
     company_daily_token_cap: int = 10000
     upstream_retries: int = 2
@@ -176,6 +177,7 @@ def load_settings(
         jwt_secret=jwt_secret,
         sandbox=sandbox,
         goals_cache_ttl=_int("GOALS_CACHE_TTL", environ.get("GOALS_CACHE_TTL"), 30),
+        reference_cache_ttl=_int("REFERENCE_CACHE_TTL", environ.get("REFERENCE_CACHE_TTL"), 600),
         key_rate_limit=_rate_limit(environ.get("KEY_RATE_LIMIT")),
         company_daily_token_cap=_int(
             "COMPANY_DAILY_TOKEN_CAP", environ.get("COMPANY_DAILY_TOKEN_CAP"), 10000

@@ -192,8 +192,10 @@ def app_environ(database_url: str, oauth_url: str, **extra: str) -> dict[str, st
         "PIPEDRIVE_CLIENT_SECRET": CLIENT_SECRET,
         "PIPEDRIVE_OAUTH_URL": oauth_url,
         "PIPEDRIVE_API_DOMAINS": oauth_url,
-        # Most tests check what reaches Pipedrive on every call; tests/test_cache.py turns the cache on.
+        # Most tests check what reaches Pipedrive on every call; tests/test_cache.py turns the cache on (and
+        # tests/test_reference.py the reference cache).
         "GOALS_CACHE_TTL": "0",
+        "REFERENCE_CACHE_TTL": "0",
     }
     env.update(extra)
     return env

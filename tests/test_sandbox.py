@@ -275,7 +275,8 @@ def test_code_exchange_returns_pipedrive_token_response(http, sandbox):
     assert len(body["access_token"]) >= 200
     assert body["token_type"] == "Bearer" and body["expires_in"] == 3599
     assert body["refresh_token"].startswith("1001:2002:")
-    assert body["scope"] == "base,goals:full" and body["api_domain"] == sandbox.url
+    assert body["scope"] == "base,goals:full,deals:read,activities:read,users:read"
+    assert body["api_domain"] == sandbox.url
     assert api(http, body, "GET", "/users/me").json()["data"]["id"] == 2002
 
 

@@ -14,6 +14,7 @@ from .validation import (
     validate_add,
     validate_find,
     validate_goal_id,
+    validate_query,
     validate_results,
     validate_update,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "validate_add",
     "validate_find",
     "validate_goal_id",
+    "validate_query",
     "validate_results",
     "validate_update",
 ]

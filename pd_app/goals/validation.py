@@ -168,6 +168,15 @@ def validate_find(args: MultiDict) -> list[tuple[str, str]]:
     return normalized
 
 
+def validate_query(model: type[QueryModel], args: MultiDict) -> list[tuple[str, str]]:
+    """Any operation's query string checked against its model (the reference reads use this), normalized
+    for upstream: known keys only, arrays as repeated keys."""
+    details: list[dict[str, str]] = []
+    normalized = _check_query(model, args, details)
+    _fail_if_any(details, "query")
+    return normalized
+
+
 def validate_results(goal_id: str, args: MultiDict) -> list[tuple[str, str]]:
     """The query of getGoalResult: period.start and period.end, start not after end."""
     details = _goal_id_details(goal_id)

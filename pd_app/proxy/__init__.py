@@ -1,8 +1,8 @@
-"""The Pipedrive-compatible proxy under /api: its views (`views`), forwarding a request upstream
-(`forward`), the goals read cache (`cache`), CORS for partner keys (`cors`), idempotency keys on writes
-(`idempotency`), the bookkeeping kept off the hot path (`usage`), and the rules that guard each company's
-Pipedrive budget: per-credential limits (`keylimit`), the daily ledger (`budget`), Pipedrive's throttle
-(`throttle`), one call for identical concurrent reads (`flight`)."""
+"""The Pipedrive-compatible proxy under /api: its views (`views`, and `reference` for the reference reads),
+forwarding a request upstream (`forward`), the goals and reference read caches (`cache`), CORS for partner
+keys (`cors`), idempotency keys on writes (`idempotency`), the bookkeeping kept off the hot path (`usage`),
+and the rules that guard each company's Pipedrive budget: per-credential limits (`keylimit`), the daily
+ledger (`budget`), Pipedrive's throttle (`throttle`), one call for identical concurrent reads (`flight`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     # Imported here, not at the top: auth.py (which the views use) notes key use through `usage`.
-    from . import budget, cache, cors, flight, history, idempotency, keylimit, usage, views  # noqa: F401
+    from . import budget, cache, cors, flight, history, idempotency, keylimit, reference, usage, views  # noqa: F401
 
     usage.init_app(app)
     budget.init_app(app)

@@ -31,11 +31,20 @@ from sqlalchemy.orm import Session
 
 from .. import metrics
 from ..models import BudgetDay, utcnow
+from ..reference.costs import COSTS as REFERENCE_COSTS
 
 log = logging.getLogger(__name__)
 
-# Pipedrive API tokens per call (platform.md's tables).
-COSTS: dict[str, int] = {"find": 20, "results": 20, "add": 10, "update": 10, "delete": 6, "users_me": 2}
+# Pipedrive API tokens per call (platform.md's tables; the reference reads' in reference/ops.py).
+COSTS: dict[str, int] = {
+    "find": 20,
+    "results": 20,
+    "add": 10,
+    "update": 10,
+    "delete": 6,
+    "users_me": 2,
+    **REFERENCE_COSTS,
+}
 CHUNK = 200  # tokens a process claims at first: ten reads
 MAX_CHUNK = 3200
 

@@ -1,7 +1,9 @@
-"""Short-lived cache of goals reads (GOALS_CACHE_TTL seconds), invalidated per company by writes.
+"""Short-lived caches of proxied reads: goals reads (GOALS_CACHE_TTL seconds), invalidated per company by
+writes, and the reference data (REFERENCE_CACHE_TTL seconds: pipelines, stages, activity types, users,
+currencies), which goal writes do not touch and which simply expires.
 
-Each company has a generation number; a cached read is filed under the generation current when it was made,
-and a write through the proxy bumps the generation, so the company's next read from any process misses.
+Each company has a generation number; a cached goals read is filed under the generation current when it was
+made, and a write through the proxy bumps the generation, so the company's next read from any process misses.
 With REDIS_URL the entries and generations live in Redis and are shared by every host. Without it the
 generation lives in the database (shared by every process on any host) and entries stay in each process.
 """
@@ -13,7 +15,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 from sqlalchemy import Engine, update
@@ -29,25 +31,34 @@ LOCAL_MAX_ENTRIES = 5000
 
 
 def _key(
-    company_id: int, installation_id: int, generation: int, path: str, params: list[tuple[str, str]]
+    namespace: str,
+    company_id: int,
+    installation_id: int,
+    generation: int,
+    path: str,
+    params: list[tuple[str, str]],
 ) -> str:
     digest = hashlib.sha256(json.dumps([path, params]).encode()).hexdigest()[:32]
-    return f"pd_app:goals:{company_id}:{generation}:{installation_id}:{digest}"
+    return f"pd_app:{namespace}:{company_id}:{generation}:{installation_id}:{digest}"
 
 
 class GoalsCache:
-    """Cached reads are the exact bytes Pipedrive answered."""
+    """Cached reads are the exact bytes Pipedrive answered. `namespace` keeps two caches' entries apart;
+    a cache that is not `versioned` has no generations (its entries only expire)."""
 
-    def __init__(self, ttl: int, redis_url: str | None, engine: Engine) -> None:
+    def __init__(
+        self, ttl: int, client: Any, engine: Engine, namespace: str = "goals", versioned: bool = True
+    ) -> None:
         self.ttl = ttl
         self.engine = engine
-        self.redis = None
+        self.namespace = namespace
+        self.versioned = versioned
+        self.redis = client if ttl else None
         # What a failing store raises: the proxy then answers from Pipedrive instead (forward.py).
         self.errors: tuple[type[Exception], ...] = (SQLAlchemyError,)
-        if redis_url and ttl:
-            import redis  # only with REDIS_URL: about 20 MB a process that does not need it
+        if self.redis is not None:
+            import redis
 
-            self.redis = redis.Redis.from_url(redis_url, socket_timeout=0.5)
             self.errors = (SQLAlchemyError, redis.RedisError)
         self._local: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
@@ -59,6 +70,8 @@ class GoalsCache:
     # -- generations --------------------------------------------------------------------------------------
     def generation(self, inst: InstallationRef) -> int:
         """The company's generation: from Redis, or the one read with the credential (auth.py)."""
+        if not self.versioned:
+            return 0
         if self.redis is not None:
             return int(self.redis.get(f"pd_app:goals:gen:{inst.company_id}") or 0)
         return inst.generation
@@ -111,19 +124,35 @@ class GoalsCache:
                 self._local.popitem(last=False)
 
     def key_for(self, inst: InstallationRef, path: str, params: list[tuple[str, str]]) -> str:
-        return _key(inst.company_id, inst.id, self.generation(inst), path, params)
+        return _key(self.namespace, inst.company_id, inst.id, self.generation(inst), path, params)
 
     def local_key_for(self, inst: InstallationRef, path: str, params: list[tuple[str, str]]) -> str:
         """A read's name without the store (it is down): the generation read with the credential."""
-        return "local:" + _key(inst.company_id, inst.id, inst.generation, path, params)
+        generation = inst.generation if self.versioned else 0
+        return "local:" + _key(self.namespace, inst.company_id, inst.id, generation, path, params)
 
 
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
-    app.extensions["pd_goals_cache"] = GoalsCache(
-        settings.goals_cache_ttl, settings.redis_url, app.extensions["pd_db"]["engine"]
+    engine = app.extensions["pd_db"]["engine"]
+    client = None
+    if settings.redis_url and (settings.goals_cache_ttl or settings.reference_cache_ttl):
+        import redis  # only with REDIS_URL: about 20 MB a process that does not need it
+
+        # One client (one connection pool) for both caches and the shared reads (flight.py).
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=0.5)
+    app.extensions["pd_cache_redis"] = client
+    app.extensions["pd_goals_cache"] = GoalsCache(settings.goals_cache_ttl, client, engine)
+    # Reference data is per installation too (`/users` marks the caller with `is_you`), and goal writes
+    # do not change it: its entries expire, nothing invalidates them.
+    app.extensions["pd_reference_cache"] = GoalsCache(
+        settings.reference_cache_ttl, client, engine, namespace="reference", versioned=False
     )
 
 
 def goals_cache() -> GoalsCache:
     return current_app.extensions["pd_goals_cache"]
+
+
+def reference_cache() -> GoalsCache:
+    return current_app.extensions["pd_reference_cache"]

@@ -36,7 +36,7 @@ def _listed_by_any_key(origin: str) -> bool:
 
 
 def preflight() -> Response | None:
-    if request.method != "OPTIONS" or not request.path.startswith("/api/v1/"):
+    if request.method != "OPTIONS" or not request.path.startswith(("/api/v1/", "/api/v2/")):
         return None
     response = Response(status=204)
     origin = request.headers.get("Origin")

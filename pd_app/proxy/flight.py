@@ -166,7 +166,7 @@ def _refusal(data: dict) -> UpstreamFailed:
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     longest = settings.token_timeout + settings.upstream_deadline_s
-    cache_client = app.extensions["pd_goals_cache"].redis  # cache.init_app runs first
+    cache_client = app.extensions["pd_cache_redis"]  # cache.init_app runs first
     app.extensions["pd_flights"] = Flights(settings.redis_url, longest, cache_client)
 
 

@@ -38,7 +38,7 @@ from ..tokens.refresh import access_token, refresh_installation
 from ..tokens.store import ensure_installed, ensure_serving
 from . import throttle
 from .budget import ledger
-from .cache import goals_cache
+from .cache import GoalsCache, goals_cache
 from .flight import flights
 from .usage import usage
 
@@ -57,26 +57,28 @@ def forward(
     params: list[tuple[str, str]] | None = None,
     json_body: Any = None,
     use_cache: bool = True,
+    cache: GoalsCache | None = None,
 ) -> tuple[bytes, int]:
     """Send one request upstream; on a 401 refresh once and retry once. Returns (body, status).
 
-    Reads (GET) may be answered from the goals cache (not when `use_cache` is false: the caller sent
-    `Cache-Control: no-cache`); every write invalidates the company's cached reads. `g.pd_cache` tells the
-    view how a read was answered: "hit", "miss", or "shared" (another request's upstream call).
+    Reads (GET) may be answered from `cache` (the goals cache unless another is given; not when `use_cache`
+    is false: the caller sent `Cache-Control: no-cache`); every write invalidates the company's cached goals
+    reads. `g.pd_cache` tells the view how a read was answered: "hit", "miss", or "shared" (another
+    request's upstream call).
     """
     # Nothing goes upstream, nor comes from the cache, for an installation that cannot serve (a key's bound
     # installation may be uninstalled or need reauthorization: the caller is told which one).
     inst = ensure_serving(inst)
     throttle.check(inst.throttled_until)
     started = time.monotonic()
-    cache = goals_cache()
+    cache = cache or goals_cache()
     if method == "GET":
         g.pd_cache = "miss"
         # The cache's key also names the read for sharing one upstream call; when the cache's store is down,
         # a key of this process's own still lets identical reads here share one call.
-        cache_key = _cache_call(cache.key_for, inst, path, params or [])
+        cache_key = _cache_call(cache, cache.key_for, inst, path, params or [])
         if cache_key is not None and cache.enabled and use_cache:
-            hit = _cache_call(cache.get, cache_key)
+            hit = _cache_call(cache, cache.get, cache_key)
             if hit is not None:
                 metrics.cache_hit(op)
                 g.pd_cache = "hit"
@@ -89,14 +91,14 @@ def forward(
             # The one call for this read. It files its answer in the cache before the others waiting on it
             # are let go, so a read that arrives in between finds the answer instead of calling again.
             if cache_key is not None and cache.enabled and use_cache:
-                hit = _cache_call(cache.get, cache_key)  # filled while this one waited for its turn
+                hit = _cache_call(cache, cache.get, cache_key)  # filled while this one waited for its turn
                 if hit is not None:
                     g.pd_cache = "hit"
                     return hit, 200
             throttle.check(throttle.stored_since(inst.id, started))  # a 429 met while this one waited
             body, status = _forward_upstream(inst, op, method, path, params, None)
             if cache_key is not None and cache.enabled and status == 200:
-                _cache_call(cache.put, cache_key, body)
+                _cache_call(cache, cache.put, cache_key, body)
             return body, status
 
         (body, status), shared = flights().run(flight_key, lead)
@@ -105,11 +107,11 @@ def forward(
         return body, status
     # A write invalidates the company's cached reads before it goes out and again once it has an outcome of
     # any kind: a read racing the write, or a write that timed out but happened, must not stay cached.
-    _cache_call(cache.invalidate, inst.company_id)
+    _cache_call(cache, cache.invalidate, inst.company_id)
     try:
         return _forward_upstream(inst, op, method, path, params, json_body)
     finally:
-        _cache_call(cache.invalidate, inst.company_id)
+        _cache_call(cache, cache.invalidate, inst.company_id)
 
 
 def _forward_upstream(
@@ -196,12 +198,12 @@ def _is_json_object(raw: bytes) -> bool:
         return False
 
 
-def _cache_call(fn, *args):
+def _cache_call(cache: GoalsCache, fn, *args):
     """The cache is an optimisation: when its store fails, answer from Pipedrive instead of failing."""
     try:
         return fn(*args)
-    except goals_cache().errors:
-        log.warning("goals cache unavailable", exc_info=True)
+    except cache.errors:
+        log.warning("%s cache unavailable", cache.namespace, exc_info=True)
         return None
 
 

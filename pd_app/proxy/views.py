@@ -13,8 +13,10 @@ from ..auth import InstallationRef, Principal, authenticate, require_scope
 from ..db import get_session
 from ..errors import ApiError, invalid, request_json
 from ..models import Installation, KeyScope
+from ..reference.ops import BY_OP as REFERENCE_BY_OP
 from ..tokens.store import NotInstalled, ensure_installed, expires_in_s
 from .budget import ledger
+from .cache import GoalsCache
 from .forward import forward
 from .idempotency import idempotent
 from .keylimit import key_limits
@@ -71,12 +73,19 @@ def _proxied(result: tuple[bytes, int]) -> Response:
     return Response(body, status, content_type="application/json")
 
 
-def _read(op: str, inst: InstallationRef | None, path: str, params: list[tuple[str, str]]) -> Response:
+def _read(
+    op: str,
+    inst: InstallationRef | None,
+    path: str,
+    params: list[tuple[str, str]],
+    cache: GoalsCache | None = None,
+) -> Response:
     """A proxied read, with its caching headers: X-Cache, a strong ETag of the body, 304 for a matching
     If-None-Match, and `Cache-Control: private, no-cache` (a shared cache must not keep it; the caller
-    revalidates with the ETag). `Cache-Control: no-cache` on the request skips the app's cache."""
+    revalidates with the ETag). `Cache-Control: no-cache` on the request skips the app's cache (`cache`:
+    the goals cache unless another is given)."""
     use_cache = "no-cache" not in request.headers.get("Cache-Control", "").lower()
-    body, status = forward(inst, op, "GET", path, params=params, use_cache=use_cache)
+    body, status = forward(inst, op, "GET", path, params=params, use_cache=use_cache, cache=cache)
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers = {
         "ETag": etag,
@@ -99,7 +108,7 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 @bp.after_request
 def _server_timing(response: Response) -> Response:
     """Where a proxied request's time went: `app` (all of it), `upstream` (Pipedrive, when called) and how
-    the cache answered. On every answer of the Goals endpoints, errors included."""
+    the cache answered. On every answer of the Goals and reference endpoints, errors included."""
     if request.endpoint not in _PROXIED:
         return response
     started = g.get("metrics_started")
@@ -206,7 +215,15 @@ def show_installation():
 
 
 _PROXIED = frozenset(
-    f"api.{name}" for name in ("find_goals", "goal_results", "add_goal", "update_goal", "delete_goal")
+    f"api.{name}"
+    for name in (
+        "find_goals",
+        "goal_results",
+        "add_goal",
+        "update_goal",
+        "delete_goal",
+        *(f"reference_{op}" for op in REFERENCE_BY_OP),
+    )
 )
 
 

@@ -16,6 +16,9 @@ KNOB_DEFAULTS: dict[str, Any] = {
     "api_delay_s": 0.0,  # sleep before each API call
     "daily_budget": None,  # tokens per company per day instead of 30,000 x seats
     "burst_limit": DEFAULT_BURST_LIMIT,  # requests per access token per rolling 2 s
+    # A list: what installations made from now on are granted instead of settings.scopes (`base` always),
+    # so that Pipedrive's 403 "Scope and URL mismatch" for a missing scope can be produced.
+    "granted_scopes": None,
 }
 FORCEABLE_STATUSES = (401, 402, 403, 404, 429, 500, 502, 503, 504)
 
@@ -43,6 +46,13 @@ def check_knob(name: str, value: Any) -> None:
         raise ValueError("rotate_refresh_tokens must be true or false")
     if name == "api_domain_override" and value is not None and not isinstance(value, str):
         raise ValueError("api_domain_override must be null or a string")
+    if name == "granted_scopes" and value is not None:
+        if not isinstance(value, list) or not all(_scope_name(s) for s in value):
+            raise ValueError('granted_scopes must be null or a list of scope names like "deals:read"')
+
+
+def _scope_name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and "," not in value
 
 
 def _non_negative(value: Any, types: tuple[type, ...]) -> bool:

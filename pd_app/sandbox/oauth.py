@@ -20,6 +20,7 @@ SCOPE_LABELS = {
     "goals:read": "Read goals",
     "goals:full": "Create, read, update and delete goals",
     "deals:read": "Read deals, their participants and followers",
+    "activities:read": "Read activities, its fields and types; all files and filters",
     "users:read": "Read data about users (people with access to the Pipedrive account)",
 }
 FORM = "application/x-www-form-urlencoded"
@@ -62,7 +63,7 @@ def show_consent() -> str | tuple[str, int]:
     return render_template(
         "consent.html",
         app_name=state.settings.app_name,
-        scopes=[(scope, SCOPE_LABELS.get(scope, scope)) for scope in state.settings.scopes],
+        scopes=[(scope, SCOPE_LABELS.get(scope, scope)) for scope in state.granted_scopes()],
         users=[(u, state.companies[u.company_id]) for u in users],
         selected=wanted if wanted in state.users else users[0].id,
         client_id=request.args["client_id"],

@@ -191,8 +191,8 @@ def seed_goals(today: date) -> list[tuple[int, dict[str, Any]]]:
     return [(1001, g) for g in acme] + [(1002, g) for g in globex]
 
 
-def profile(user: User, company: Company) -> dict[str, Any]:
-    """The `data` of GET /users/me, with every field the OpenAPI file lists for getCurrentUser."""
+def base_user(user: User, caller_id: int) -> dict[str, Any]:
+    """A user as GET /users lists it: every field of the OpenAPI file's BaseUser."""
     apps = ("sales", "global", "account_settings") if user.is_admin else ("sales", "global")
     return {
         "id": user.id,
@@ -216,8 +216,15 @@ def profile(user: User, company: Company) -> dict[str, Any]:
         "timezone_offset": "+00:00",
         "role_id": 1,
         "icon_url": None,
-        "is_you": True,
+        "is_you": user.id == caller_id,
         "is_deleted": False,
+    }
+
+
+def profile(user: User, company: Company) -> dict[str, Any]:
+    """The `data` of GET /users/me, with every field the OpenAPI file lists for getCurrentUser."""
+    return {
+        **base_user(user, user.id),
         # Not in the OpenAPI schema but sent by the live API, and read by apps to spot admins.
         "is_admin": 1 if user.is_admin else 0,
         "company_id": company.id,

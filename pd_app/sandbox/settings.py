@@ -17,7 +17,8 @@ class SandboxSettings:
     # Where the sandbox is reachable; returned as `api_domain` so the app sends API calls back here.
     base_url: str = "http://localhost:5000/sandbox"
     app_name: str = "pd_app Goals"
-    scopes: Sequence[str] = ("base", "goals:full")
+    # What the app asks for: goals, and read access to the reference data its goal forms show by name.
+    scopes: Sequence[str] = ("base", "goals:full", "deals:read", "activities:read", "users:read")
     access_token_ttl: int = 3599
     jwt_secret: str | None = None  # the custom UI JWT's secret; None: the client secret (Pipedrive's default)
     # The app's custom UI panel (Developer Hub "Iframe URL"), framed by the sandbox's CRM deal page.

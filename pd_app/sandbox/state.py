@@ -131,7 +131,8 @@ class SandboxState:
     def exchange_code(self, code: str, redirect_uri: str) -> dict[str, Any]:
         """Raises tokens.GrantError for a bad, spent or expired code."""
         with self._lock:
-            return self._token_response(self.tokens.exchange_code(code, redirect_uri, self.clock()))
+            issued = self.tokens.exchange_code(code, redirect_uri, self.clock(), self._granted())
+            return self._token_response(issued)
 
     def refresh(self, refresh_token: str) -> dict[str, Any]:
         with self._lock:
@@ -143,7 +144,20 @@ class SandboxState:
         with self._lock:
             if self.users[user_id].company_id != company_id:
                 raise ValueError(f"user {user_id} is not in company {company_id}")
-            return self._token_response(self.tokens.install(company_id, user_id, self.clock()))
+            return self._token_response(
+                self.tokens.install(company_id, user_id, self.clock(), self._granted())
+            )
+
+    def granted_scopes(self) -> list[str]:
+        """What an installation made now is granted: settings.scopes, or the `granted_scopes` knob's."""
+        with self._lock:
+            return self._granted().split(",")
+
+    def _granted(self) -> str:
+        wanted = self._knobs["granted_scopes"]
+        if wanted is None:
+            return ",".join(self.settings.scopes)
+        return ",".join(dict.fromkeys(["base", *wanted]))  # Pipedrive always grants base
 
     def revoke(self, token: str) -> None:
         with self._lock:

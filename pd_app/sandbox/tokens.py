@@ -72,7 +72,7 @@ class TokenStore:
         self.codes[code] = AuthCode(company_id, user_id, redirect_uri, now + CODE_TTL_S)
         return code
 
-    def exchange_code(self, code: str, redirect_uri: str, now: float) -> Issued:
+    def exchange_code(self, code: str, redirect_uri: str, now: float, scope: str | None = None) -> Issued:
         entry = self.codes.get(code)
         if entry is None or entry.used or entry.expires_at <= now:
             raise GrantError("Invalid grant: authorization code is invalid")
@@ -80,14 +80,14 @@ class TokenStore:
         entry.used = True
         if redirect_uri != entry.redirect_uri:
             raise GrantError("Invalid grant: redirect_uri does not match the one used to authorize")
-        return self.install(entry.company_id, entry.user_id, now)
+        return self.install(entry.company_id, entry.user_id, now, scope)
 
-    def install(self, company_id: int, user_id: int, now: float) -> Issued:
+    def install(self, company_id: int, user_id: int, now: float, scope: str | None = None) -> Issued:
         grant = Grant(
             next(self._grant_ids),
             company_id,
             user_id,
-            self.scope,
+            scope or self.scope,
             self._new_refresh(company_id, user_id),
             now,
         )
