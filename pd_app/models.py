@@ -97,6 +97,11 @@ class Installation(Base):
     user_name: Mapped[str | None] = mapped_column(String(255))
     user_email: Mapped[str | None] = mapped_column(String(320))
     is_admin: Mapped[bool] = mapped_column(default=False)
+    # The user's settings as /users/me gave them at install (the panel formats numbers, money and dates
+    # with them): e.g. "en_GB", "EUR", "Europe/London".
+    locale: Mapped[str | None] = mapped_column(String(32))
+    default_currency: Mapped[str | None] = mapped_column(String(32))
+    timezone_name: Mapped[str | None] = mapped_column(String(64))
     scopes: Mapped[str] = mapped_column(String(1000), default="")
     api_domain: Mapped[str] = mapped_column(String(255))
     access_token_enc: Mapped[str | None] = mapped_column(Text)

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from pd_app.db import get_session
 from pd_app.install.flow import STATE_SALT
+from pd_app.install.identity import identity_from_users_me
 from pd_app.models import Installation, OAuthState, utcnow
 
 
@@ -51,9 +52,20 @@ def test_install_stores_the_installation_and_lands_on_a_clean_url(app, client, i
     assert inst.company_name == "Acme Sales Ltd" and inst.user_email == "sam@acme.example"
     assert inst.api_domain == installer.sandbox_url
     assert "goals:full" in inst.scope_list
+    # The user's settings the panel formats with, from /users/me.
+    assert (inst.locale, inst.default_currency, inst.timezone_name) == ("en_GB", "EUR", "Europe/London")
+    assert inst.is_admin is False
     # The code was exchanged with Basic client auth, and /users/me was read with the new token.
     assert sandbox.count("/oauth/token", grant_type="authorization_code", status=200) == 1
     assert sandbox.count("/api/v1/users/me", status=200) == 1
+
+
+def test_user_settings_from_users_me_are_cut_to_fit_or_left_out():
+    me = {"id": 7, "company_id": 9, "locale": "x" * 100, "default_currency": 5, "timezone_name": ["UTC"]}
+    identity = identity_from_users_me(me)
+    assert identity.locale == "x" * 32  # the column's size
+    assert identity.default_currency is None and identity.timezone_name is None  # not text: unknown
+    assert identity_from_users_me({"id": 7, "company_id": 9}).locale is None
 
 
 def test_reinstall_updates_the_same_row(app, installer):

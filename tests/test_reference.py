@@ -370,6 +370,22 @@ def test_a_missing_scope_is_forbidden_naming_the_scope_and_never_cached(app, san
     assert installation["scopes"] == ["base", "goals:full"]
 
 
+def test_the_installation_tells_the_users_locale_currency_and_role(app, acme, sandbox_server):
+    client = app.test_client()
+    admin = client.get("/api/v1/app/installation", headers=acme).get_json()["data"]
+    assert (admin["user_id"], admin["is_admin"]) == (2001, True)
+    assert (admin["locale"], admin["default_currency"], admin["timezone_name"]) == (
+        "en_GB",
+        "EUR",
+        "Europe/London",
+    )
+    assert admin["budget"]["spent_today"] == 2 and admin["company_name"] == "Acme Sales Ltd"  # kept
+    install(app, sandbox_server.url, 2002)
+    seller = {"Authorization": "Bearer " + panel_jwt(1001, 2002)}
+    other = client.get("/api/v1/app/installation", headers=seller).get_json()["data"]
+    assert (other["user_id"], other["is_admin"], other["locale"]) == (2002, False, "en_GB")
+
+
 def test_a_new_install_is_granted_the_reference_scopes(app, acme):
     scopes = app.test_client().get("/api/v1/app/installation", headers=acme).get_json()["data"]["scopes"]
     assert scopes == ["base", "goals:full", "deals:read", "activities:read", "users:read"]

@@ -162,7 +162,22 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
             "company_domain": {"type": ["string", "null"]},
             "user_id": {"type": "integer"},
             "user_name": {"type": ["string", "null"]},
-            "is_admin": {"type": ["boolean", "null"]},
+            "is_admin": {
+                "type": ["boolean", "null"],
+                "description": "Whether `/users/me` said the user is an admin (`access` or `is_admin`).",
+            },
+            "locale": {
+                "type": ["string", "null"],
+                "description": "The user's locale from `/users/me` at install, e.g. `en_GB` (null: unknown).",
+            },
+            "default_currency": {
+                "type": ["string", "null"],
+                "description": "The user's default currency code from `/users/me` at install, e.g. `EUR`.",
+            },
+            "timezone_name": {
+                "type": ["string", "null"],
+                "description": "The user's time zone from `/users/me` at install, e.g. `Europe/London`.",
+            },
             "status": {"type": "string", "enum": ["active", "reauth_required", "uninstalled"]},
             "scopes": {"type": "array", "items": {"type": "string"}},
             "api_domain": {"type": ["string", "null"], "description": "The company's Pipedrive API address."},

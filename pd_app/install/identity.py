@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 # Longest text /users/me may put in each column (models.Installation); longer values are cut, not refused.
-IDENTITY_TEXT_LIMITS = {"company_domain": 255, "company_name": 255, "user_name": 255, "user_email": 320}
+IDENTITY_TEXT_LIMITS = {
+    "company_domain": 255,
+    "company_name": 255,
+    "user_name": 255,
+    "user_email": 320,
+    "locale": 32,
+    "default_currency": 32,
+    "timezone_name": 64,
+}
 
 
 @dataclass(frozen=True)
@@ -19,6 +27,9 @@ class Identity:
     user_name: str | None
     user_email: str | None
     is_admin: bool
+    locale: str | None = None
+    default_currency: str | None = None
+    timezone_name: str | None = None
 
     @classmethod
     def from_users_me(cls, data: dict) -> Identity:
@@ -32,6 +43,9 @@ class Identity:
             user_name=data.get("name"),
             user_email=data.get("email"),
             is_admin=is_admin,
+            locale=data.get("locale"),
+            default_currency=data.get("default_currency"),
+            timezone_name=data.get("timezone_name"),
         )
 
 

@@ -123,6 +123,9 @@ def save_grant(session: Session, identity: Identity, token: dict) -> Installatio
             inst.user_name = identity.user_name
             inst.user_email = identity.user_email
             inst.is_admin = identity.is_admin
+            inst.locale = identity.locale
+            inst.default_currency = identity.default_currency
+            inst.timezone_name = identity.timezone_name
             inst.status = InstallationStatus.ACTIVE
             inst.installed_at = utcnow()
             _apply_token_response(inst, token)
