@@ -4,7 +4,7 @@
 import { Api, Host } from "./panel-api.js";
 import { setLocale } from "./panel-format.js";
 import { GoalForm } from "./panel-form.js";
-import { GOAL_TYPES, currentPeriod } from "./panel-goals.js";
+import { GOAL_TYPES, assigneeLabel, currentPeriod } from "./panel-goals.js";
 import { GoalList, goalTitle } from "./panel-list.js";
 import { Reference } from "./panel-ref.js";
 import { Screens } from "./panel-screens.js";
@@ -224,7 +224,11 @@ async function saveGoal(goal, body) {
   } catch (err) {
     return saveFailed(err);
   }
-  tell(goal ? "Goal saved" : "Goal created");
+  // The list shows the user's own goals and the company's: say where one assigned to someone else went.
+  const who = body.assignee;
+  const elsewhere = who.type === "team" || (who.type === "person" && Number(who.id) !== state.me);
+  const label = elsewhere ? ` for ${assigneeLabel(who, state.me, list.ref)}` : "";
+  tell(`${goal ? "Goal saved" : "Goal created"}${label}${elsewhere ? ": it shows in their panel, not in yours" : ""}`);
   if (!goal) state.active = "true";
   state.focusAfterLoad = (saved && saved.id) || (goal && goal.id) || null;
   syncFilters();
