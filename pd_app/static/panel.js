@@ -89,8 +89,9 @@ async function loadGoals() {
     const [mine, company] = await Promise.all([
       api.find(filter),
       api.find({ ...filter, "assignee.type": "company" }),
-      loadReference(),
     ]);
+    // Only once the goals came: a Pipedrive that is down (or a panel not installed) is not asked five more times.
+    await loadReference();
     if (seq !== state.loadSeq) return;
     const seen = new Set(mine.map((goal) => goal.id));
     state.groups = [

@@ -146,7 +146,8 @@ def test_create_edit_and_delete_a_goal(demo: Demo, tab: Tab):
     expect(tab.page.locator(".snackbar").last).to_have_text("Goal created")
     card = panel.locator(".goal", has_text="Q4 wins")
     expect(card.locator(".goal-value")).to_have_text(re.compile(r"of €25,000$"))
-    expect(card.locator(".goal-meta")).to_have_text("Deals won · Sales pipeline, Partnerships · per month · You")
+    words = "Deals won · Sales pipeline, Partnerships · per month · You"
+    expect(card.locator(".goal-meta")).to_have_text(words)
     created = _goals(demo)["Q4 wins"]
     assert created["assignee"] == {"id": 2001, "type": "person"}
     assert created["type"] == {"name": "deals_won", "params": {"pipeline_id": [1, 2]}}
