@@ -5,6 +5,7 @@ const BROWSER = (typeof navigator !== "undefined" && navigator.language) || "en"
 
 let locale = BROWSER;
 let decimalMark = ".";
+let groupMark = ",";
 
 // A Pipedrive locale ("en_GB", "pt_BR") as a BCP 47 tag Intl accepts, or null when it is not one.
 export function toLanguageTag(value) {
@@ -19,8 +20,9 @@ export function toLanguageTag(value) {
 // Use this locale from now on (an unusable one keeps the browser's); returns the tag in use.
 export function setLocale(value) {
   locale = toLanguageTag(value) || BROWSER;
-  const parts = new Intl.NumberFormat(locale).formatToParts(1.5);
+  const parts = new Intl.NumberFormat(locale).formatToParts(1234567.5);
   decimalMark = (parts.find((part) => part.type === "decimal") || { value: "." }).value;
+  groupMark = (parts.find((part) => part.type === "group") || { value: "" }).value;
   return locale;
 }
 
@@ -52,11 +54,18 @@ export function editableNumber(value) {
   return String(value).replace(".", decimalMark);
 }
 
-// What the user typed as a number, with their decimal mark accepted beside "."; the text itself (trimmed) when
-// it is not a plain decimal, so that the caller can say what is wrong with it.
+const escape = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+// What the user typed as a number, written their way ("2.500,5" in Germany, "2,500.5" in Britain; "." is
+// taken as a decimal point everywhere it cannot be a thousands separator); the text itself (trimmed) when it is
+// not a plain decimal, so that the caller can say what is wrong with it.
 export function readNumber(text) {
   let plain = String(text).trim();
-  if (decimalMark !== "." && !plain.includes(".") && plain.split(decimalMark).length === 2) {
+  const spaceGroup = /^\s$/.test(groupMark);
+  const group = spaceGroup ? "[\\s\u00a0\u202f]" : escape(groupMark);
+  const grouped = new RegExp(`^-?[0-9]{1,3}(${group}[0-9]{3})+(${escape(decimalMark)}[0-9]+)?$`);
+  if (groupMark && grouped.test(plain)) plain = plain.replace(new RegExp(group, "g"), "");
+  if (decimalMark !== "." && plain.split(decimalMark).length === 2 && !plain.includes(".")) {
     plain = plain.replace(decimalMark, ".");
   }
   return /^-?[0-9]+(\.[0-9]+)?$/.test(plain) ? Number(plain) : plain;

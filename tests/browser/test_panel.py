@@ -137,6 +137,8 @@ def test_create_edit_and_delete_a_goal(demo: Demo, tab: Tab):
     panel.get_by_label("Track by").select_option("sum")
     expect(panel.get_by_label("Currency", exact=True)).to_be_visible()
     expect(panel.get_by_role("combobox", name="Stage")).to_have_count(0)
+    tab.shoot("panel-goal-form")
+    assert_accessible_in_both_themes(tab, "goal form")
     panel.get_by_label("Title").fill("Q4 wins")
     panel.get_by_label("Target").fill("25000")
     panel.get_by_role("checkbox", name="Sales pipeline").check()

@@ -337,11 +337,11 @@ def test_numbers_dates_and_money_in_the_users_locale(demo: Demo, tab: Tab):
     expect(company.locator(".goal-period")).to_have_text(re.compile(r"^1\. Jan\. – 31\. Dez\. \d{4} · "))
     mine = panel.locator(".goal", has_text="New deals every week")
     expect(mine.locator(".goal-value")).to_have_text(re.compile(r"^\d+ of 15$"))
-    # The form takes a German decimal comma, and shows it back when editing.
+    # The form reads a number written the German way, and shows it back so when editing.
     panel.get_by_role("button", name="+ Goal").click()
     panel.get_by_label("Title").fill("Halbe Sachen")
     panel.get_by_label("Track by").select_option("sum")
-    panel.get_by_label("Target").fill("2500,5")
+    panel.get_by_label("Target").fill("2.500,5")
     panel.get_by_role("button", name="Save goal").click()
     tab.wait_for_progress()
     card = panel.locator(".goal", has_text="Halbe Sachen")
