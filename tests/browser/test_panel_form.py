@@ -85,8 +85,11 @@ def test_a_goal_made_by_choosing_names_is_described_in_words(demo: Demo, tab: Ta
     person = panel.get_by_label("Person")
     people = ["Choose a person", "Ada Admin (you)", "Sam Seller", "Rita Rep"]
     expect(person.locator("option")).to_have_text(people)
-    person.select_option(label="Sam Seller")
     panel.get_by_label("Target").fill("8")
+    panel.get_by_role("button", name="Save goal").click()
+    expect(panel.locator("#f-assignee-id-error")).to_have_text("Person is required.")
+    expect(person).to_be_focused()
+    person.select_option(label="Sam Seller")
     panel.get_by_role("button", name="Save goal").click()
     expect(tab.page.locator(".snackbar").last).to_have_text(
         "Goal created for Sam Seller: it shows in their panel, not in yours"
