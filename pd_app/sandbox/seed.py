@@ -31,6 +31,10 @@ class User:
     is_admin: bool
     phone: str | None = None
     created: str = "2023-02-14 09:12:44"
+    # Each Pipedrive user picks their own language and region (numbers, dates) and default currency.
+    locale: str = "en_GB"
+    default_currency: str = "EUR"
+    timezone: tuple[str, str] = ("Europe/London", "+00:00")
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,17 @@ COMPANIES = (
 USERS = (
     User(2001, 1001, "Ada Admin", "ada@acme.example", True, "+44 20 7946 0001", "2022-09-01 08:30:00"),
     User(2002, 1001, "Sam Seller", "sam@acme.example", False, "+44 20 7946 0002", "2023-01-09 10:02:17"),
-    User(2003, 1001, "Rita Rep", "rita@acme.example", False, None, "2023-06-19 13:45:51"),
+    User(
+        2003,
+        1001,
+        "Rita Rep",
+        "rita@acme.example",
+        False,
+        None,
+        "2023-06-19 13:45:51",
+        locale="de_DE",
+        timezone=("Europe/Berlin", "+01:00"),
+    ),
     User(2101, 1002, "Gil Globex", "gil@globex.example", True, "+1 555 0100", "2021-11-30 16:20:05"),
 )
 TEAMS = (Team(1, 1001, "Field Sales", manager_id=2001, member_ids=(2002, 2003)),)
@@ -197,8 +211,8 @@ def base_user(user: User, caller_id: int) -> dict[str, Any]:
     return {
         "id": user.id,
         "name": user.name,
-        "default_currency": "EUR",
-        "locale": "en_GB",
+        "default_currency": user.default_currency,
+        "locale": user.locale,
         "lang": 1,
         "email": user.email,
         "phone": user.phone,
@@ -212,8 +226,8 @@ def base_user(user: User, caller_id: int) -> dict[str, Any]:
             for app in apps
         ],
         "active_flag": True,
-        "timezone_name": "Europe/London",
-        "timezone_offset": "+00:00",
+        "timezone_name": user.timezone[0],
+        "timezone_offset": user.timezone[1],
         "role_id": 1,
         "icon_url": None,
         "is_you": user.id == caller_id,
@@ -232,5 +246,5 @@ def profile(user: User, company: Company) -> dict[str, Any]:
         "company_domain": company.domain,
         "company_country": company.country,
         "company_industry": company.industry,
-        "language": {"language_code": "en", "country_code": "GB"},
+        "language": {"language_code": user.locale[:2], "country_code": user.locale[3:]},
     }

@@ -132,7 +132,7 @@ export class ApiError extends Error {
 // The /api/v1 Goals proxy, exactly as a partner would call it, with the panel's JWT as the credential.
 export class Api {
   constructor(base, host) {
-    this.base = base;
+    this.base = base.replace(/\/v1$/, ""); // "/api": paths below name their version (/v1/goals, /v2/pipelines)
     this.host = host;
   }
 
@@ -163,31 +163,41 @@ export class Api {
   }
 
   async find(query) {
-    const answer = await this.call("GET", "/goals/find", { query });
+    const answer = await this.call("GET", "/v1/goals/find", { query });
     return (answer.data && answer.data.goals) || [];
   }
 
   async progress(goalId, period) {
     const query = { "period.start": period.start, "period.end": period.end };
-    const answer = await this.call("GET", `/goals/${encodeURIComponent(goalId)}/results`, { query });
+    const answer = await this.call("GET", `/v1/goals/${encodeURIComponent(goalId)}/results`, { query });
     return answer.data ? Number(answer.data.progress) || 0 : 0;
   }
 
   // The goal's snapshots in a window of days ({from, to}), oldest first: the app's own data, no Pipedrive call.
   async history(goalId, days) {
-    const answer = await this.call("GET", `/goals/${encodeURIComponent(goalId)}/history`, { query: days });
+    const answer = await this.call("GET", `/v1/goals/${encodeURIComponent(goalId)}/history`, { query: days });
     return (answer.data && answer.data.points) || [];
   }
 
+  // A reference list (Pipedrive's /v2/pipelines, /v1/users...): the whole answer, for its data and paging.
+  async reference(path, query) {
+    return this.call("GET", path, query ? { query } : {});
+  }
+
+  // The caller's installation (the app's own data): locale and default currency among it.
+  async installation() {
+    return (await this.call("GET", "/v1/app/installation")).data;
+  }
+
   async add(goal) {
-    return (await this.call("POST", "/goals", { body: goal })).data.goal;
+    return (await this.call("POST", "/v1/goals", { body: goal })).data.goal;
   }
 
   async update(goalId, goal) {
-    return (await this.call("PUT", `/goals/${encodeURIComponent(goalId)}`, { body: goal })).data.goal;
+    return (await this.call("PUT", `/v1/goals/${encodeURIComponent(goalId)}`, { body: goal })).data.goal;
   }
 
   async remove(goalId) {
-    await this.call("DELETE", `/goals/${encodeURIComponent(goalId)}`);
+    await this.call("DELETE", `/v1/goals/${encodeURIComponent(goalId)}`);
   }
 }

@@ -1,74 +1,43 @@
 // The create/edit form. It knows the Goals API's rules (which params go with which goal type, a currency only
-// for value goals) and shows the proxy's `validation_failed` details beside the fields they name.
+// for value goals), checks them before sending with the API's own words (panel-rules.js), shows every problem
+// at once beside its field with a summary that is announced, and maps the proxy's `validation_failed` details
+// to the same places when the API still refuses.
 
-import { ACTIVITY_TYPES, CURRENCIES, DEAL_TYPES, GOAL_TYPES, localToday, formatDay, typeKey } from "./panel-goals.js";
+import { editableNumber } from "./panel-format.js";
+import { ACTIVITY_TYPES, DEAL_TYPES, GOAL_TYPES, formatDay, localToday, typeKey } from "./panel-goals.js";
+import { FormErrors } from "./panel-form-errors.js";
+import { Choices, PickField, fillSelect, idsText } from "./panel-pickers.js";
+import { SAYS, checkRange, checkTitle, readDate, readId, readIdList, readTarget } from "./panel-rules.js";
 
-// A detail's dotted `field` → the form field that shows it (longest prefix wins).
-const FIELD_FOR_PATH = [
-  ["type.params.pipeline_id", "pipelines"],
-  ["type.params.stage_id", "stage"],
-  ["type.params.activity_type_id", "activity_types"],
-  ["type", "type"],
-  ["assignee.id", "assignee_id"],
-  ["assignee", "assignee"],
-  ["expected_outcome.target", "target"],
-  ["expected_outcome.tracking_metric", "metric"],
-  ["expected_outcome.currency_id", "currency"],
-  ["expected_outcome", "target"],
-  ["duration.end", "end"],
-  ["duration", "start"],
-  ["interval", "interval"],
-  ["title", "title"],
-];
-const LABELS = {
-  title: "Title",
-  type: "Goal type",
-  assignee: "Assignee",
-  assignee_id: "Team or user ID",
-  pipelines: "Pipeline IDs",
-  stage: "Stage ID",
-  activity_types: "Activity type IDs",
-  metric: "Track by",
-  currency: "Currency",
-  target: "Target",
-  interval: "Interval",
-  start: "Start date",
-  end: "End date",
-};
-
-function fieldFor(path) {
-  const match = FIELD_FOR_PATH.find(
-    ([prefix]) => path === prefix || path.startsWith(prefix + ".") || path.startsWith(prefix + "["),
-  );
-  return match ? match[1] : null;
-}
-
-// "End date must not be before duration.start." -> "... before the start date."
-function humanize(text) {
-  return text.replace(/\b[a-z_]+(\.[a-z_]+)+\b/g, (path) => {
-    const name = fieldFor(path);
-    return name ? `the ${LABELS[name].toLowerCase()}` : path;
-  });
-}
-
-function idList(text) {
-  const parts = text.split(",").map((part) => part.trim()).filter(Boolean);
-  if (!parts.length) return null; // null tracks all
-  if (parts.some((part) => !/^[0-9]{1,10}$/.test(part))) throw new Error("Use whole numbers separated by commas.");
-  return parts.map(Number);
-}
+// The fields that pick by name when Pipedrive's names are known, and take ids when not.
+const PICKS = ["assignee_id", "pipelines", "stage", "activity_types", "currency"];
 
 export class GoalForm {
   constructor(root, { me, company, onSubmit, onCancel, onDelete }) {
     this.form = root.querySelector("form");
-    this.alertBox = root.querySelector(".form-alert");
     this.me = me;
     this.company = company;
     this.goal = null;
+    this.ref = null;
     this.el = (name) => this.form.elements.namedItem(name);
-    this.fill("type", Object.entries(GOAL_TYPES));
-    this.fill("currency", Object.entries(CURRENCIES).map(([id, code]) => [id, code]));
-    for (const name of ["type", "metric", "assignee"]) this.el(name).addEventListener("change", () => this.sync());
+    this.errors = new FormErrors(this.form);
+    for (const [value, label] of Object.entries(GOAL_TYPES)) this.el("type").add(new Option(label, value));
+    this.picks = Object.fromEntries(PICKS.map((name) => [name, new PickField(this.field(name))]));
+    this.choices = {
+      pipelines: new Choices(this.form.querySelector('[data-choices="pipelines"]'), {
+        name: "pipeline",
+        allLabel: "All pipelines",
+        itemLabel: (id) => `Pipeline ${id}`,
+      }),
+      activity_types: new Choices(this.form.querySelector('[data-choices="activity_types"]'), {
+        name: "activity_type",
+        allLabel: "All activity types",
+        itemLabel: (id) => `Activity type ${id}`,
+      }),
+    };
+    this.choices.pipelines.onChange = () => this.fillStages(this.stageValue());
+    this.el("pipelines").addEventListener("change", () => this.fillStages(this.stageValue()));
+    for (const name of ["type", "metric", "assignee", "no_end"]) this.el(name).addEventListener("change", () => this.sync());
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.submit(onSubmit);
@@ -76,18 +45,29 @@ export class GoalForm {
     root.querySelector('[data-action="cancel-form"]').addEventListener("click", onCancel);
     this.form.addEventListener("keydown", (event) => event.key === "Escape" && onCancel());
     root.querySelector('[data-action="delete-goal"]').addEventListener("click", () => onDelete(this.goal));
-  }
-
-  fill(name, pairs) {
-    const select = this.el(name);
-    for (const [value, label] of pairs) select.add(new Option(label, value));
+    this.configure(null);
   }
 
   field(name) {
     return this.form.querySelector(`[data-field="${name}"]`);
   }
 
-  // Show only the fields that make sense for the chosen type, metric and assignee.
+  // ref: the Reference once loaded (null before): which fields pick by name and which take ids.
+  configure(ref) {
+    this.ref = ref;
+    const known = (kind) => Boolean(ref && ref.known(kind));
+    const hint = (kind) => (ref ? ref.hint(kind) : "");
+    this.picks.pipelines.mode(known("pipelines"), hint("pipelines"));
+    this.picks.stage.mode(known("stages"), hint("stages"));
+    this.picks.activity_types.mode(known("activityTypes"), hint("activityTypes"));
+    this.picks.currency.mode(known("currencies"), hint("currencies"));
+  }
+
+  list(kind) {
+    return this.ref ? this.ref.list(kind) : [];
+  }
+
+  // Show only the fields that make sense for the chosen type, metric, assignee and end.
   sync() {
     const type = this.el("type").value;
     const metric = this.el("metric");
@@ -101,97 +81,186 @@ export class GoalForm {
     this.field("stage").hidden = type !== "deals_progressed";
     this.field("activity_types").hidden = !activity;
     this.field("currency").hidden = metric.value !== "sum";
-    const assignee = this.el("assignee").value;
-    this.field("assignee_id").hidden = assignee !== "team" && assignee !== "person";
-    this.el("target").closest(".field").querySelector("label").textContent =
-      metric.value === "sum" ? "Target amount" : "Target count";
+    this.form.querySelector(".unit").textContent = metric.value === "sum" ? "amount" : "count";
+
+    const who = this.el("assignee").value;
+    const person = who === "person";
+    this.field("assignee_id").hidden = !person && who !== "team";
+    const users = Boolean(this.ref && this.ref.known("users"));
+    this.picks.assignee_id.mode(person && users, person && this.ref ? this.ref.hint("users") : "");
+    this.field("assignee_id").querySelector(".by-id .label-text").textContent = person ? "User ID" : "Team ID";
+
+    const open = this.el("no_end").checked;
+    this.el("end").disabled = open;
+    this.form.querySelector("#f-no-end-note").hidden = !open;
+    for (const name of ["end", ...PICKS]) this.errors.describe(name);
+  }
+
+  stageValue() {
+    return this.picks.stage.byName ? this.el("stage_pick").value : this.el("stage").value.trim();
+  }
+
+  pipelinesValue() {
+    if (this.picks.pipelines.byName) return this.choices.pipelines.value();
+    return readIdList(this.el("pipelines").value)[0];
+  }
+
+  // The stage picker lists the stages of the chosen pipelines (of all of them when none is chosen), grouped by
+  // pipeline when there are several. keep: a stage no pipeline lists stays chosen (a goal being opened).
+  fillStages(selected, keep = false) {
+    const stages = this.ref ? this.ref.stagesOf(this.pipelinesValue()) : [];
+    const order = this.list("pipelines").map((pipeline) => Number(pipeline.id));
+    const rank = (id) => (order.includes(id) ? order.indexOf(id) : order.length + id);
+    const ids = [...new Set(stages.map((stage) => Number(stage.pipeline_id)))].sort((a, b) => rank(a) - rank(b));
+    const groups =
+      ids.length > 1
+        ? ids.map((id) => ({
+            label: (this.ref && this.ref.name("pipelines", id)) || `Pipeline ${id}`,
+            items: stages.filter((stage) => Number(stage.pipeline_id) === id),
+          }))
+        : null;
+    const listed = stages.some((stage) => String(stage.id) === String(selected));
+    fillSelect(this.el("stage_pick"), stages, keep || listed ? selected : "", {
+      none: "Any stage",
+      itemLabel: (id) => `Stage ${id}`,
+      groups,
+    });
   }
 
   open(goal) {
     this.goal = goal;
     this.form.reset();
-    this.clearErrors();
+    this.errors.clear();
     this.form.querySelector(".form-title").textContent = goal ? "Edit goal" : "New goal";
     this.form.querySelector('[data-action="delete-goal"]').hidden = !goal;
     const set = (name, value) => {
       this.el(name).value = value === null || value === undefined ? "" : String(value);
     };
-    if (!goal) {
-      const today = new Date(localToday());
-      set("start", formatDay(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), 1)));
-      set("currency", "1");
-    } else {
-      const params = (goal.type && goal.type.params) || {};
-      const outcome = goal.expected_outcome || {};
-      const assignee = goal.assignee || {};
+    const params = (goal && goal.type && goal.type.params) || {};
+    const outcome = (goal && goal.expected_outcome) || {};
+    const assignee = (goal && goal.assignee) || {};
+    const duration = (goal && goal.duration) || {};
+    if (goal) {
       set("title", goal.title);
       set("type", typeKey(goal.type));
-      set("pipelines", (params.pipeline_id || []).join(", "));
-      set("stage", params.stage_id);
-      set("activity_types", (params.activity_type_id || []).join(", "));
       set("metric", outcome.tracking_metric || "quantity");
-      set("currency", outcome.currency_id || "1");
-      set("target", outcome.target);
+      set("target", editableNumber(outcome.target));
       set("interval", goal.interval);
-      set("start", goal.duration && goal.duration.start);
-      set("end", goal.duration && goal.duration.end);
+      set("start", duration.start);
+      set("end", duration.end);
       let who = assignee.type;
       if (who === "person" && Number(assignee.id) === this.me) who = "me";
       set("assignee", who || "me");
       if (who === "team" || who === "person") set("assignee_id", assignee.id);
+    } else {
+      const today = new Date(localToday());
+      set("start", formatDay(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), 1)));
     }
+    this.el("no_end").checked = !duration.end;
+    // Pickers and id inputs both hold the goal's values: whichever shows, nothing is lost.
+    set("pipelines", idsText(params.pipeline_id));
+    set("stage", params.stage_id);
+    set("activity_types", idsText(params.activity_type_id));
+    this.choices.pipelines.render(this.list("pipelines"), params.pipeline_id || null);
+    this.choices.activity_types.render(this.list("activityTypes"), params.activity_type_id || null);
+    this.fillStages(params.stage_id, true);
+    const person = assignee.type === "person" && Number(assignee.id) !== this.me ? assignee.id : "";
+    fillSelect(this.el("person"), this.personChoices(), person, { none: "Choose a person", itemLabel: (id) => `User ${id}` });
+    const currency = outcome.currency_id || (goal ? "" : this.ref && this.ref.defaultCurrencyId());
+    set("currency", outcome.currency_id);
+    fillSelect(this.el("currency_pick"), this.currencyChoices(), currency || "", { itemLabel: (id) => `Currency ${id}` });
     this.sync();
+  }
+
+  personChoices() {
+    return this.list("users").map((user) => ({ id: user.id, name: Number(user.id) === this.me ? `${user.name} (you)` : user.name }));
+  }
+
+  currencyChoices() {
+    if (!this.ref) return [];
+    return this.ref.currencies().map((currency) => ({ id: currency.id, name: `${currency.code} · ${currency.name}` }));
   }
 
   focus() {
     this.el("title").focus();
   }
 
-  // The request body; a value the form can judge by itself (an id list) is checked here, everything else is
-  // left to the proxy so its messages stay the single source of truth.
-  body() {
-    const errors = [];
-    const value = (name) => this.el(name).value.trim();
-    const ids = (name) => {
-      try {
-        return idList(value(name));
-      } catch (err) {
-        errors.push([name, err.message]);
-        return null;
+  // The request body and every problem found in it, as [field, predicate] in the API's words.
+  read() {
+    const problems = [];
+    const take = (name, [value, problem]) => {
+      if (problem) problems.push([name, problem]);
+      return value;
+    };
+    const text = (name) => this.el(name).value.trim();
+    const id = (name, required) => {
+      if (!text(name)) {
+        if (required) problems.push([name === "person" ? "assignee_id" : name, SAYS.required]);
+        return undefined;
       }
+      return take(name, readId(text(name)));
     };
-    const type = value("type");
+
+    const type = text("type");
     const params = {};
-    if (DEAL_TYPES.includes(type)) params.pipeline_id = ids("pipelines");
-    if (type === "deals_progressed" && value("stage")) params.stage_id = this.number(value("stage"));
-    if (ACTIVITY_TYPES.includes(type)) params.activity_type_id = ids("activity_types");
-    const who = value("assignee");
-    const assignee = { me: { id: this.me, type: "person" }, company: { id: this.company, type: "company" } }[who] || {
-      type: who,
-      ...(value("assignee_id") ? { id: this.number(value("assignee_id")) } : {}),
-    };
-    const outcome = { tracking_metric: value("metric") };
-    if (value("target")) outcome.target = this.number(value("target"));
-    if (outcome.tracking_metric === "sum") outcome.currency_id = Number(value("currency"));
-    const duration = { end: value("end") || null };
-    if (value("start")) duration.start = value("start");
-    const body = { type: { name: type, params }, assignee, expected_outcome: outcome, duration, interval: value("interval") };
-    if (value("title")) body.title = value("title");
-    return { body, errors };
+    if (DEAL_TYPES.includes(type)) {
+      params.pipeline_id = this.picks.pipelines.byName
+        ? this.choices.pipelines.value()
+        : take("pipelines", readIdList(text("pipelines")));
+    }
+    if (type === "deals_progressed") {
+      const stage = this.picks.stage.byName ? (text("stage_pick") ? Number(text("stage_pick")) : undefined) : id("stage", false);
+      if (stage !== undefined) params.stage_id = stage;
+    }
+    if (ACTIVITY_TYPES.includes(type)) {
+      params.activity_type_id = this.picks.activity_types.byName
+        ? this.choices.activity_types.value()
+        : take("activity_types", readIdList(text("activity_types")));
+    }
+
+    const who = text("assignee");
+    let assignee = { id: this.me, type: "person" };
+    if (who === "company") assignee = { id: this.company, type: "company" };
+    if (who === "team") assignee = { id: id("assignee_id", true), type: "team" };
+    if (who === "person") {
+      const picked = this.picks.assignee_id.byName ? (text("person") ? Number(text("person")) : undefined) : undefined;
+      if (this.picks.assignee_id.byName && picked === undefined) problems.push(["assignee_id", SAYS.required]);
+      assignee = { id: this.picks.assignee_id.byName ? picked : id("assignee_id", true), type: "person" };
+    }
+
+    const outcome = { target: take("target", readTarget(this.el("target").value)), tracking_metric: text("metric") };
+    if (outcome.tracking_metric === "sum") {
+      const currency = this.picks.currency.byName ? Number(text("currency_pick")) || undefined : id("currency", false);
+      if (currency !== undefined) outcome.currency_id = currency;
+    }
+
+    const start = take("start", readDate(this.el("start"), true));
+    const open = this.el("no_end").checked;
+    const end = open ? null : take("end", readDate(this.el("end"), true));
+    const range = open ? null : checkRange(start, end);
+    if (range) problems.push(["end", range]);
+
+    const body = { type: { name: type, params }, assignee, expected_outcome: outcome, duration: { start, end }, interval: text("interval") };
+    if (text("title")) body.title = text("title");
+    const title = checkTitle(text("title"));
+    if (title) problems.push(["title", title]);
+    return { body, problems };
   }
 
-  number(text) {
-    // A well-formed number goes as a number; anything else as typed, for the proxy to explain.
-    return /^[0-9]+(\.[0-9]+)?$/.test(text) ? Number(text) : text;
+  // The proxy's validation_failed details, shown like the form's own findings.
+  showDetails(details) {
+    this.errors.showDetails(details);
+  }
+
+  alert(text) {
+    this.errors.alert(text);
   }
 
   async submit(onSubmit) {
-    this.clearErrors();
-    const { body, errors } = this.body();
-    if (errors.length) {
-      for (const [name, message] of errors) this.showError(name, `${LABELS[name]}: ${message}`);
-      this.focusFirstError();
-      return;
+    this.errors.clear();
+    const { body, problems } = this.read();
+    if (problems.length) {
+      return this.errors.show(problems.map(([name, predicate]) => [name, `${this.errors.label(name)} ${predicate}.`]));
     }
     const buttons = this.form.querySelectorAll("button");
     buttons.forEach((button) => (button.disabled = true));
@@ -199,56 +268,6 @@ export class GoalForm {
       await onSubmit(this.goal, body);
     } finally {
       buttons.forEach((button) => (button.disabled = false));
-    }
-  }
-
-  // details: [{field, message, code}] from the proxy's validation_failed answer.
-  showDetails(details) {
-    const general = [];
-    for (const detail of details) {
-      const path = String(detail.field || "");
-      let name = fieldFor(path);
-      if (name === "assignee_id" && this.field("assignee_id").hidden) name = "assignee";
-      if (name && this.field(name).hidden) name = null;
-      // "expected_outcome.currency_id is required." → "Currency is required."
-      const message = String(detail.message || "is not valid.");
-      const text = humanize(name && message.startsWith(path) ? LABELS[name] + message.slice(path.length) : message);
-      if (name) this.showError(name, text);
-      else general.push(text);
-    }
-    this.alert(general.length ? general.join(" ") : "Please correct the highlighted fields.");
-    this.focusFirstError();
-  }
-
-  showError(name, text) {
-    const field = this.field(name);
-    const input = field.querySelector("input, select");
-    const message = field.querySelector(".field-error");
-    field.classList.add("invalid");
-    input.setAttribute("aria-invalid", "true");
-    input.setAttribute("aria-describedby", message.id);
-    message.textContent = text;
-    message.hidden = false;
-  }
-
-  focusFirstError() {
-    const first = this.form.querySelector('[aria-invalid="true"]');
-    if (first) first.focus();
-  }
-
-  alert(text) {
-    this.alertBox.textContent = text;
-    this.alertBox.hidden = !text;
-  }
-
-  clearErrors() {
-    this.alert("");
-    for (const field of this.form.querySelectorAll(".field.invalid")) {
-      field.classList.remove("invalid");
-      const input = field.querySelector("input, select");
-      input.removeAttribute("aria-invalid");
-      input.removeAttribute("aria-describedby");
-      field.querySelector(".field-error").hidden = true;
     }
   }
 }

@@ -1,6 +1,8 @@
 // What a goal means for a person: its current period, how far along it should be, and the words and numbers
-// that say so. Pure functions over the Goals API's JSON; dates are "YYYY-MM-DD" strings, computed in UTC so a
-// daylight-saving change never shifts a day.
+// that say so. Pure functions over the Goals API's JSON (and the reference data, for names); dates are
+// "YYYY-MM-DD" strings, computed in UTC so a daylight-saving change never shifts a day.
+
+import { formatDayRange, formatList, formatMoney, formatNumber } from "./panel-format.js";
 
 export const GOAL_TYPES = {
   deals_won: "Deals won",
@@ -13,10 +15,6 @@ export const GOAL_TYPES = {
 export const DEAL_TYPES = ["deals_won", "deals_progressed", "deals_started", "revenue_forecast"];
 export const ACTIVITY_TYPES = ["activities_completed", "activities_added"];
 export const INTERVALS = { weekly: "week", monthly: "month", quarterly: "quarter", yearly: "year" };
-
-// Currency ids are per Pipedrive account and the proxy does not expose /currencies, so these are the ids of
-// Pipedrive's own examples (1 EUR, 2 USD) plus common ones; any other id is shown as "currency #id".
-export const CURRENCIES = { 1: "EUR", 2: "USD", 3: "GBP", 4: "SEK", 5: "CHF" };
 
 // Pipedrive sometimes labels types ("Deals started") where the spec names them (deals_started): accept both.
 export function typeKey(type) {
@@ -119,30 +117,32 @@ export const STATUS_LABELS = {
 };
 
 // --- words and numbers ----------------------------------------------------------------------------------
-const LOCALE = (typeof navigator !== "undefined" && navigator.language) || "en";
+// ref: the Reference (panel-ref.js) or null; whatever it does not know is written as an id.
+const nameOf = (ref, kind, id, noun) => (ref && ref.name(kind, id)) || `${noun} ${id}`;
 
-export function formatValue(value, outcome) {
+// A sum goal's currency code: its own currency_id's, or the user's default currency for a goal without one.
+function currencyCode(outcome, ref) {
+  if (!ref) return null;
+  return outcome.currency_id ? ref.currencyCode(outcome.currency_id) : ref.me.default_currency || null;
+}
+
+// "Sales, Renewals"; "Pipelines 1, 2" when no name is known.
+function namesOf(ref, kind, ids, noun, nouns) {
+  const names = ids.map((id) => ref && ref.name(kind, id));
+  if (names.every((name) => !name)) return `${ids.length === 1 ? noun : nouns} ${formatList(ids.map(String))}`;
+  return formatList(ids.map((id, i) => names[i] || `${noun} ${id}`));
+}
+
+export function formatValue(value, outcome, ref = null) {
   const number = Number(value) || 0;
-  if (!outcome || outcome.tracking_metric !== "sum") {
-    return new Intl.NumberFormat(LOCALE, { maximumFractionDigits: 2 }).format(number);
-  }
-  const code = CURRENCIES[outcome.currency_id];
-  if (!code) {
-    const plain = new Intl.NumberFormat(LOCALE, { maximumFractionDigits: 2 }).format(number);
-    return outcome.currency_id ? `${plain} (currency #${outcome.currency_id})` : plain;
-  }
-  return new Intl.NumberFormat(LOCALE, {
-    style: "currency",
-    currency: code,
-    maximumFractionDigits: number >= 1000 ? 0 : 2,
-  }).format(number);
+  if (!outcome || outcome.tracking_metric !== "sum") return formatNumber(number);
+  const code = currencyCode(outcome, ref);
+  if (code) return formatMoney(number, code);
+  return outcome.currency_id ? `${formatNumber(number)} (currency ${outcome.currency_id})` : formatNumber(number);
 }
 
 export function formatPeriod(period) {
-  const start = new Date(parseDay(period.start));
-  const end = new Date(parseDay(period.end));
-  const format = new Intl.DateTimeFormat(LOCALE, { day: "numeric", month: "short", year: "numeric", timeZone: "UTC" });
-  return period.start === period.end ? format.format(start) : format.formatRange(start, end);
+  return formatDayRange(parseDay(period.start), parseDay(period.end));
 }
 
 // "3 days left", "ended", "starts in 5 days": what a seller wants to know about the period.
@@ -155,14 +155,30 @@ export function periodNote(period, today = localToday()) {
   return left === 0 ? "last day" : `${plural(left, "day")} left`;
 }
 
-export function assigneeLabel(assignee, me) {
+export function assigneeLabel(assignee, me, ref = null) {
   if (!assignee) return "";
   if (assignee.type === "company") return "Company";
-  if (assignee.type === "team") return `Team #${assignee.id}`;
-  return Number(assignee.id) === Number(me) ? "You" : `User #${assignee.id}`;
+  if (assignee.type === "team") return `Team ${assignee.id}`;
+  return Number(assignee.id) === Number(me) ? "You" : nameOf(ref, "users", assignee.id, "User");
 }
 
-export function metaLine(goal, me) {
+// What the goal counts, in words: "Deals won · Sales pipeline", "Deals progressed to Proposal made · Sales
+// pipeline", "Activities completed · Call, Meeting". No pipeline or type named means all of them.
+export function countsLine(goal, ref = null) {
+  const params = (goal.type && goal.type.params) || {};
+  let what = typeLabel(goal.type);
+  if (typeKey(goal.type) === "deals_progressed" && params.stage_id) {
+    what += ` to ${nameOf(ref, "stages", params.stage_id, "Stage")}`;
+  }
+  const parts = [what];
+  const pipelines = Array.isArray(params.pipeline_id) ? params.pipeline_id : [];
+  const types = Array.isArray(params.activity_type_id) ? params.activity_type_id : [];
+  if (pipelines.length) parts.push(namesOf(ref, "pipelines", pipelines, "Pipeline", "Pipelines"));
+  if (types.length) parts.push(namesOf(ref, "activityTypes", types, "Activity type", "Activity types"));
+  return parts.join(" · ");
+}
+
+export function metaLine(goal, me, ref = null) {
   const interval = INTERVALS[goal.interval] ? `per ${INTERVALS[goal.interval]}` : goal.interval;
-  return [typeLabel(goal.type), interval, assigneeLabel(goal.assignee, me)].filter(Boolean).join(" · ");
+  return [countsLine(goal, ref), interval, assigneeLabel(goal.assignee, me, ref)].filter(Boolean).join(" · ");
 }

@@ -25,6 +25,7 @@ export class GoalList {
     this.root = root;
     this.box = $(".goal-groups", root);
     this.me = me;
+    this.ref = null; // the reference data (names, currencies) once loaded
     this.onEdit = onEdit;
     this.onDelete = onDelete;
   }
@@ -53,6 +54,12 @@ export class GoalList {
     this.empty(shown, groups.some((group) => group.goals.length), filter.active);
   }
 
+  // The card's edit button (where focus goes back to after its form closes), or null when it is not listed.
+  editButton(goalId) {
+    const node = goalId ? $(`.goal[data-goal-id="${CSS.escape(goalId)}"]`, this.box) : null;
+    return node ? $('[data-action="edit-goal"]', node) : null;
+  }
+
   empty(shown, any, active) {
     const [title, text, action] = any
       ? ["No goals of this type", "Pick another type above, or create a goal of this type.", "Create a goal"]
@@ -71,7 +78,7 @@ export class GoalList {
     node.dataset.goalId = goal.id;
     node.classList.add("pending");
     $(".goal-title", node).textContent = title;
-    $(".goal-meta", node).textContent = metaLine(goal, this.me);
+    $(".goal-meta", node).textContent = metaLine(goal, this.me, this.ref);
     $(".goal-value", node).textContent = "Loading progress…";
     $(".bar", node).setAttribute("aria-label", `Progress of ${title}`);
     const edit = $('[data-action="edit-goal"]', node);
@@ -111,7 +118,7 @@ export class GoalList {
     pace.title = `Where a steady pace would be today: ${Math.round(result.expected * 100)}%`;
     bar.classList.add(result.status);
     bar.setAttribute("aria-valuenow", String(Math.min(100, result.percent)));
-    $(".goal-value", node).textContent = `${formatValue(progress, outcome)} of ${formatValue(outcome.target, outcome)}`;
+    $(".goal-value", node).textContent = `${formatValue(progress, outcome, this.ref)} of ${formatValue(outcome.target, outcome, this.ref)}`;
     $(".goal-percent", node).textContent = `${result.percent}%`;
     node.dataset.ratio = String(result.ratio);
     this.showReached(node);

@@ -2,13 +2,13 @@
 // (GET /goals/{id}/history), drawn as a small inline SVG. Built with DOM APIs, attributes and CSS classes only:
 // the panel's CSP allows no inline style or script.
 
+import { formatDate } from "./panel-format.js";
 import { INTERVALS, formatDay, localToday, parseDay } from "./panel-goals.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const HEIGHT = 36; // viewBox units = CSS pixels at the width measured when drawn; it scales evenly after that
 const FALLBACK_WIDTH = 280;
 const PAD = 3; // keeps the line's stroke and the last point's dot inside the box
-const LOCALE = (typeof navigator !== "undefined" && navigator.language) || "en";
 
 // The days to ask history for: the period so far (all of it once it has ended); null before it starts.
 export function historyWindow(period, today = localToday()) {
@@ -31,7 +31,7 @@ export function fromPeriodStart(points, goal, period) {
 }
 
 function shortDay(day) {
-  return new Intl.DateTimeFormat(LOCALE, { day: "numeric", month: "short", timeZone: "UTC" }).format(parseDay(day));
+  return formatDate(parseDay(day), { day: "numeric", month: "short" });
 }
 
 // "Progress this month: 12% on Nov 1 to 64% today": what the line says, for screen readers and the tooltip.

@@ -2,9 +2,12 @@
 // every outcome a screen. Markup lives in templates/panel.html; this file only fills it in and toggles it.
 
 import { Api, Host } from "./panel-api.js";
+import { setLocale } from "./panel-format.js";
 import { GoalForm } from "./panel-form.js";
-import { GOAL_TYPES, currentPeriod } from "./panel-goals.js";
+import { GOAL_TYPES, assigneeLabel, currentPeriod } from "./panel-goals.js";
 import { GoalList, goalTitle } from "./panel-list.js";
+import { Reference } from "./panel-ref.js";
+import { Screens } from "./panel-screens.js";
 import { historyWindow } from "./panel-trend.js";
 
 const app = document.getElementById("app");
@@ -32,7 +35,9 @@ const state = {
   history: new Map(), // goal id -> snapshots over that period (null: none to show)
   loadSeq: 0,
   loadedAt: 0,
-  countdown: null,
+  reference: null, // the promise of the reference data: read once per panel load (again only after a failure)
+  editing: null, // the goal the form is open for (null: a new one)
+  focusAfterLoad: undefined, // where focus goes once the list is drawn again: a goal id, or null for "+ Goal"
 };
 
 let toastTimer = null;
@@ -42,6 +47,14 @@ function toast(message) {
   box.hidden = false;
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => (box.hidden = true), 4000);
+}
+
+// Said to screen readers (the snackbar is Pipedrive's, outside this frame): cleared first so that the same
+// words twice are announced twice.
+function announce(message) {
+  const box = $(".announcer");
+  box.textContent = "";
+  requestAnimationFrame(() => (box.textContent = message));
 }
 
 function applyTheme(theme) {
@@ -57,94 +70,15 @@ const host = new Host({
 });
 const api = new Api(app.dataset.apiBase, host);
 
-// --- screens --------------------------------------------------------------------------------------------
-function show(name) {
-  for (const section of $$(".screen")) section.hidden = section.dataset.screenName !== name;
-  app.dataset.screen = name;
-  if (name !== "rate_limited") stopCountdown();
-  fitFrame();
-}
-
-function fitFrame() {
-  host.resize(app.getBoundingClientRect().height);
-}
-
-function showError(message) {
-  $(".error-text").textContent = message || "The panel ran into a problem. Reloading it usually helps.";
-  show("error");
-}
+const screens = new Screens(app, { fit: (height) => host.resize(height), retry: () => loadGoals() });
+const show = (name) => screens.show(name);
+const fitFrame = () => screens.fit();
+const showError = (message) => screens.error(message);
+const showFailure = (err) => screens.failure(err);
 
 // Never a blank frame: a script error anywhere becomes the error screen.
 window.addEventListener("error", () => showError());
 window.addEventListener("unhandledrejection", () => showError());
-
-function stopCountdown() {
-  clearInterval(state.countdown);
-  state.countdown = null;
-}
-
-function showRateLimited(seconds) {
-  let left = seconds || 30;
-  const render = () => {
-    $(".countdown").textContent = left === 1 ? "1 second" : `${left} seconds`;
-  };
-  show("rate_limited");
-  render();
-  state.countdown = setInterval(() => {
-    left -= 1;
-    if (left > 0) return render();
-    stopCountdown();
-    loadGoals();
-  }, 1000);
-}
-
-function showBudgetExhausted(seconds) {
-  const reset = new Date(Date.now() + (seconds || 0) * 1000);
-  $(".budget-reset").textContent = seconds
-    ? `at ${reset.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })} (midnight UTC)`
-    : "after midnight UTC";
-  show("budget_exhausted");
-}
-
-function showUnreachable(err) {
-  const appDown = err.code === "network";
-  $(".unreachable-title").textContent = appDown
-    ? "Goals for Pipedrive is not reachable right now"
-    : "Pipedrive is not reachable right now";
-  $(".unreachable-text").textContent = appDown
-    ? "Check your connection; your goals are safe in Pipedrive."
-    : "Your goals are safe. This is usually over within a few minutes.";
-  show("unreachable");
-}
-
-// The screen for a failure that stops the whole panel; false when the caller should handle it itself.
-function showFailure(err) {
-  switch (err.code) {
-    case "not_installed":
-      show("install");
-      return true;
-    case "reauth_required":
-      show("reauth");
-      return true;
-    case "unauthorized":
-      show("denied");
-      return true;
-    case "rate_limited":
-      showRateLimited(err.retryAfter);
-      return true;
-    case "budget_exhausted":
-      showBudgetExhausted(err.retryAfter);
-      return true;
-    case "network":
-    case "upstream_unavailable":
-    case "outcome_unknown":
-    case "upstream_error":
-      showUnreachable(err);
-      return true;
-    default:
-      return false;
-  }
-}
 
 // --- the list -------------------------------------------------------------------------------------------
 async function loadGoals() {
@@ -156,6 +90,8 @@ async function loadGoals() {
       api.find(filter),
       api.find({ ...filter, "assignee.type": "company" }),
     ]);
+    // Only once the goals came: a Pipedrive that is down (or a panel not installed) is not asked five more times.
+    await loadReference();
     if (seq !== state.loadSeq) return;
     const seen = new Set(mine.map((goal) => goal.id));
     state.groups = [
@@ -167,11 +103,30 @@ async function loadGoals() {
     state.history.clear();
     renderList();
     show("list");
+    if (state.focusAfterLoad !== undefined) {
+      focusInList(state.focusAfterLoad);
+      state.focusAfterLoad = undefined;
+    }
     loadHistory(seq);
     await loadProgress(seq);
   } catch (err) {
     if (seq === state.loadSeq && !showFailure(err)) showError(err.message);
   }
+}
+
+// Names for the pickers and cards, the user's locale and currency: never an error of their own (whatever
+// cannot be read leaves ids in their place); read again on the next load only when something failed.
+function loadReference() {
+  if (!state.reference) {
+    state.reference = new Reference().load(api).then((ref) => {
+      setLocale(ref.me.locale);
+      list.ref = ref;
+      form.configure(ref);
+      if (ref.anyFailed()) state.reference = null;
+      return ref;
+    });
+  }
+  return state.reference;
 }
 
 async function loadProgress(seq) {
@@ -237,25 +192,46 @@ const form = new GoalForm($('[data-screen-name="form"]'), {
   me: state.me,
   company: state.company,
   onSubmit: saveGoal,
-  onCancel: () => show("list"),
+  onCancel: closeForm,
   onDelete: (goal) => deleteGoal(goal),
 });
 
 function openForm(goal) {
+  state.editing = goal ? goal.id : null;
   form.open(goal || null);
   show("form");
   form.focus();
 }
 
+function closeForm() {
+  show("list");
+  focusInList(state.editing);
+}
+
+// Back to the card's edit button (the control that opened the form), or "+ Goal" when there is no such card.
+function focusInList(goalId) {
+  (list.editButton(goalId) || $('.toolbar [data-action="new-goal"]')).focus();
+}
+
+function tell(message) {
+  host.snackbar(message);
+  announce(message);
+}
+
 async function saveGoal(goal, body) {
+  let saved;
   try {
-    if (goal) await api.update(goal.id, body);
-    else await api.add(body);
+    saved = goal ? await api.update(goal.id, body) : await api.add(body);
   } catch (err) {
     return saveFailed(err);
   }
-  host.snackbar(goal ? "Goal saved" : "Goal created");
+  // The list shows the user's own goals and the company's: say where one assigned to someone else went.
+  const who = body.assignee;
+  const elsewhere = who.type === "team" || (who.type === "person" && Number(who.id) !== state.me);
+  const label = elsewhere ? ` for ${assigneeLabel(who, state.me, list.ref)}` : "";
+  tell(`${goal ? "Goal saved" : "Goal created"}${label}${elsewhere ? ": it shows in their panel, not in yours" : ""}`);
   if (!goal) state.active = "true";
+  state.focusAfterLoad = (saved && saved.id) || (goal && goal.id) || null;
   syncFilters();
   show("list");
   loadGoals();
@@ -276,7 +252,8 @@ function saveFailed(err) {
     return form.alert("Pipedrive is not reachable right now. Nothing was saved; try again in a moment.");
   }
   if (err.code === "not_found") {
-    host.snackbar("This goal no longer exists");
+    tell("This goal no longer exists");
+    state.focusAfterLoad = null;
     show("list");
     return loadGoals();
   }
@@ -285,6 +262,7 @@ function saveFailed(err) {
 
 async function deleteGoal(goal) {
   const title = goalTitle(goal);
+  const trigger = document.activeElement;
   let confirmed = false;
   try {
     confirmed = await host.confirm({
@@ -293,19 +271,23 @@ async function deleteGoal(goal) {
       okText: "Delete",
     });
   } catch (_) {
-    host.snackbar("Pipedrive could not ask for a confirmation; nothing was deleted");
+    tell("Pipedrive could not ask for a confirmation; nothing was deleted");
   }
-  if (!confirmed) return;
+  if (!confirmed) {
+    if (trigger && trigger !== document.body) trigger.focus(); // back from Pipedrive's dialog
+    return;
+  }
   try {
     await api.remove(goal.id);
-    host.snackbar("Goal deleted");
+    tell("Goal deleted");
   } catch (err) {
     if (err.code !== "not_found") {
-      if (!showFailure(err)) host.snackbar(`The goal was not deleted: ${err.message}`);
+      if (!showFailure(err)) tell(`The goal was not deleted: ${err.message}`);
       return;
     }
-    host.snackbar("This goal was already deleted");
+    tell("This goal was already deleted");
   }
+  state.focusAfterLoad = null;
   show("list");
   loadGoals();
 }

@@ -209,7 +209,17 @@ def tab(browser: Browser) -> Iterator[Tab]:
             result.csp_violations.append(message.text)
 
     page.on("console", console)
+    # Requests still running when a test ends would hold a database connection past the app's teardown
+    # (closed engine, a ResourceWarning later): the tab is closed once the panel is done talking to the app.
+    in_flight: set = set()
+    page.on("request", lambda request: in_flight.add(request))
+    page.on("requestfinished", lambda request: in_flight.discard(request))
+    page.on("requestfailed", lambda request: in_flight.discard(request))
     yield result
+    for _ in range(100):
+        if not in_flight:
+            break
+        page.wait_for_timeout(50)
     context.close()
     assert result.errors == [], f"JavaScript errors: {result.errors}"
     assert result.csp_violations == [], f"CSP violations: {result.csp_violations}"

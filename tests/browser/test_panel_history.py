@@ -29,7 +29,7 @@ def _goal(demo: Demo, title: str) -> dict:
 
 
 def _short(day: date) -> str:
-    return f"{day:%b} {day.day}"  # as the panel says it in en-US: "Nov 3"
+    return f"{day.day} {day:%b}"  # as the panel says it in the seed users' en_GB: "3 Nov"
 
 
 def _coords(points: str) -> list[tuple[float, float]]:
