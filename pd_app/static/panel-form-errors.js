@@ -102,6 +102,9 @@ export class FormErrors {
       this.field(name).classList.add("invalid");
       if (!names.includes(name)) names.push(name);
     }
+    // In the order the fields appear on the form, whichever check found them first.
+    const position = (name) => Array.from(this.form.querySelectorAll("[data-field]")).indexOf(this.field(name));
+    names.sort((a, b) => position(a) - position(b));
     for (const name of names) {
       const control = this.control(name);
       if (control) control.setAttribute("aria-invalid", "true");

@@ -193,44 +193,36 @@ export class GoalForm {
       return value;
     };
     const text = (name) => this.el(name).value.trim();
-    const id = (name, required) => {
-      if (!text(name)) {
-        if (required) problems.push([name === "person" ? "assignee_id" : name, SAYS.required]);
+    // An id from its picker (the chosen option) or its id input (typed, checked); undefined when there is none.
+    const id = (field, picker, input, required) => {
+      const raw = this.picks[field].byName ? text(picker) : text(input);
+      if (!raw) {
+        if (required) problems.push([field, SAYS.required]);
         return undefined;
       }
-      return take(name, readId(text(name)));
+      return this.picks[field].byName ? Number(raw) : take(field, readId(raw));
     };
+    const ids = (field, input) =>
+      this.picks[field].byName ? this.choices[field].value() : take(field, readIdList(text(input)));
 
     const type = text("type");
     const params = {};
-    if (DEAL_TYPES.includes(type)) {
-      params.pipeline_id = this.picks.pipelines.byName
-        ? this.choices.pipelines.value()
-        : take("pipelines", readIdList(text("pipelines")));
-    }
+    if (DEAL_TYPES.includes(type)) params.pipeline_id = ids("pipelines", "pipelines");
     if (type === "deals_progressed") {
-      const stage = this.picks.stage.byName ? (text("stage_pick") ? Number(text("stage_pick")) : undefined) : id("stage", false);
+      const stage = id("stage", "stage_pick", "stage", false);
       if (stage !== undefined) params.stage_id = stage;
     }
-    if (ACTIVITY_TYPES.includes(type)) {
-      params.activity_type_id = this.picks.activity_types.byName
-        ? this.choices.activity_types.value()
-        : take("activity_types", readIdList(text("activity_types")));
-    }
+    if (ACTIVITY_TYPES.includes(type)) params.activity_type_id = ids("activity_types", "activity_types");
 
     const who = text("assignee");
     let assignee = { id: this.me, type: "person" };
     if (who === "company") assignee = { id: this.company, type: "company" };
-    if (who === "team") assignee = { id: id("assignee_id", true), type: "team" };
-    if (who === "person") {
-      const picked = this.picks.assignee_id.byName ? (text("person") ? Number(text("person")) : undefined) : undefined;
-      if (this.picks.assignee_id.byName && picked === undefined) problems.push(["assignee_id", SAYS.required]);
-      assignee = { id: this.picks.assignee_id.byName ? picked : id("assignee_id", true), type: "person" };
-    }
+    // A person from the users picker (or by id); a team always by id (sync() shows the id input for it).
+    if (who === "person" || who === "team") assignee = { id: id("assignee_id", "person", "assignee_id", true), type: who };
 
     const outcome = { target: take("target", readTarget(this.el("target").value)), tracking_metric: text("metric") };
     if (outcome.tracking_metric === "sum") {
-      const currency = this.picks.currency.byName ? Number(text("currency_pick")) || undefined : id("currency", false);
+      const currency = id("currency", "currency_pick", "currency", false);
       if (currency !== undefined) outcome.currency_id = currency;
     }
 
@@ -240,10 +232,11 @@ export class GoalForm {
     const range = open ? null : checkRange(start, end);
     if (range) problems.push(["end", range]);
 
+    const title = text("title");
+    const titleProblem = checkTitle(title);
+    if (titleProblem) problems.push(["title", titleProblem]);
     const body = { type: { name: type, params }, assignee, expected_outcome: outcome, duration: { start, end }, interval: text("interval") };
-    if (text("title")) body.title = text("title");
-    const title = checkTitle(text("title"));
-    if (title) problems.push(["title", title]);
+    if (title) body.title = title;
     return { body, problems };
   }
 

@@ -129,51 +129,51 @@ function loadReference() {
   return state.reference;
 }
 
-async function loadProgress(seq) {
-  const queue = state.groups.flatMap((group) => group.goals).filter((goal) => !state.progress.has(goal.id));
+// Run `task` for each listed goal not in `done`, `concurrency` at a time, while this load is still current.
+function forEachGoal(seq, concurrency, done, task) {
+  const queue = state.groups.flatMap((group) => group.goals).filter((goal) => !done.has(goal.id));
   const worker = async () => {
-    while (queue.length && seq === state.loadSeq) {
-      const goal = queue.shift();
-      let progress = null;
-      try {
-        progress = await api.progress(goal.id, currentPeriod(goal));
-      } catch (err) {
-        const stops = ["rate_limited", "budget_exhausted", "not_installed", "reauth_required", "unauthorized"];
-        if (stops.includes(err.code)) throw err;
-      }
-      if (seq !== state.loadSeq) return;
-      state.progress.set(goal.id, progress);
-      list.fill(goal, progress);
-    }
+    while (queue.length && seq === state.loadSeq) await task(queue.shift());
   };
-  await Promise.all(Array.from({ length: PROGRESS_CONCURRENCY }, worker));
+  return Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+const STOPS = ["rate_limited", "budget_exhausted", "not_installed", "reauth_required", "unauthorized"];
+
+function loadProgress(seq) {
+  return forEachGoal(seq, PROGRESS_CONCURRENCY, state.progress, async (goal) => {
+    let progress = null;
+    try {
+      progress = await api.progress(goal.id, currentPeriod(goal));
+    } catch (err) {
+      if (STOPS.includes(err.code)) throw err; // the whole panel's screen; any other: this card says so
+    }
+    if (seq !== state.loadSeq) return;
+    state.progress.set(goal.id, progress);
+    list.fill(goal, progress);
+  });
 }
 
 // Trends load beside the progress, once the cards are on screen. A trend is an extra: whatever goes wrong while
 // reading or drawing one leaves that card without it, never an error screen.
 function loadHistory(seq) {
-  const queue = state.groups.flatMap((group) => group.goals).filter((goal) => !state.history.has(goal.id));
-  const worker = async () => {
-    while (queue.length && seq === state.loadSeq) {
-      const goal = queue.shift();
-      const days = historyWindow(currentPeriod(goal));
-      let points = null;
-      try {
-        if (days) points = await api.history(goal.id, days);
-      } catch (_) {
-        points = null;
-      }
-      if (seq !== state.loadSeq) return;
-      state.history.set(goal.id, points);
-      try {
-        list.trend(goal, points);
-      } catch (_) {
-        state.history.set(goal.id, null);
-        list.trend(goal, null);
-      }
+  return forEachGoal(seq, HISTORY_CONCURRENCY, state.history, async (goal) => {
+    const days = historyWindow(currentPeriod(goal));
+    let points = null;
+    try {
+      if (days) points = await api.history(goal.id, days);
+    } catch (_) {
+      points = null;
     }
-  };
-  return Promise.all(Array.from({ length: HISTORY_CONCURRENCY }, worker));
+    if (seq !== state.loadSeq) return;
+    state.history.set(goal.id, points);
+    try {
+      list.trend(goal, points);
+    } catch (_) {
+      state.history.set(goal.id, null);
+      list.trend(goal, null);
+    }
+  });
 }
 
 const list = new GoalList($('[data-screen-name="list"]'), {
