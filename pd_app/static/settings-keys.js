@@ -24,7 +24,7 @@ export class KeysSection {
   }
 
   async load() {
-    const answer = await this.api.call("GET", "/app/keys");
+    const answer = await this.api.call("GET", "/v1/app/keys");
     this.render(answer.data || []);
   }
 
@@ -80,7 +80,7 @@ export class KeysSection {
     const submit = this.form.querySelector('[type="submit"]');
     submit.disabled = true;
     try {
-      const answer = await this.api.call("POST", "/app/keys", { body: this.values() });
+      const answer = await this.api.call("POST", "/v1/app/keys", { body: this.values() });
       this.form.reset();
       this.secret.show(answer.data.key);
       this.host.snackbar(`Key “${answer.data.name}” created`);
@@ -106,7 +106,7 @@ export class KeysSection {
     }
     if (!confirmed) return;
     try {
-      await this.api.call("DELETE", `/app/keys/${encodeURIComponent(key.id)}`);
+      await this.api.call("DELETE", `/v1/app/keys/${encodeURIComponent(key.id)}`);
       this.host.snackbar(`Key “${key.name}” revoked`);
     } catch (err) {
       if (err.code !== "not_found") {

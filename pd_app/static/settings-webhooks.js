@@ -46,7 +46,7 @@ export class WebhooksSection {
   }
 
   async load() {
-    const answer = await this.api.call("GET", "/app/webhooks");
+    const answer = await this.api.call("GET", "/v1/app/webhooks");
     this.render(answer.data || []);
   }
 
@@ -126,7 +126,7 @@ export class WebhooksSection {
     const submit = this.form.querySelector('[type="submit"]');
     submit.disabled = true;
     try {
-      const answer = await this.api.call("POST", "/app/webhooks", { body });
+      const answer = await this.api.call("POST", "/v1/app/webhooks", { body });
       this.form.querySelector('input[name="url"]').value = "";
       this.secret.show(answer.data.secret);
       this.host.snackbar("Webhook added");
@@ -152,7 +152,7 @@ export class WebhooksSection {
     }
     if (!confirmed) return;
     try {
-      await this.api.call("DELETE", `/app/webhooks/${encodeURIComponent(hook.id)}`);
+      await this.api.call("DELETE", `/v1/app/webhooks/${encodeURIComponent(hook.id)}`);
       this.host.snackbar("Webhook removed");
     } catch (err) {
       if (err.code !== "not_found") {

@@ -97,7 +97,7 @@ const keys = new KeysSection($('[data-section="keys"]'), { api, host, onFailure:
 const webhooks = new WebhooksSection($('[data-section="webhooks"]'), { api, host, events, onFailure: showFailure });
 
 async function loadSettings() {
-  const answer = await api.call("GET", "/app/settings");
+  const answer = await api.call("GET", "/v1/app/settings");
   const data = answer.data;
   if (data.company.name) $("[data-company-name]").textContent = `Partner keys, webhooks and Pipedrive budget of Goals for Pipedrive at ${data.company.name}.`;
   renderInstallations($("table.installations tbody"), data.installations);
