@@ -6,6 +6,35 @@ const INIT_TIMEOUT_MS = 5000; // Pipedrive hides a frame that has not initialize
 const MIN_HEIGHT = 100;
 const MAX_HEIGHT = 750;
 
+// Pipedrive's JWT, taken out of the address bar (history, copied links, screenshots): call it before anything
+// else runs. The panel and the settings page both start with it.
+export function takeTokenFromAddressBar() {
+  const query = new URLSearchParams(window.location.search);
+  const token = query.get("token") || "";
+  if (query.has("token")) {
+    query.delete("token");
+    const rest = query.toString();
+    window.history.replaceState(window.history.state, "", window.location.pathname + (rest ? `?${rest}` : ""));
+  }
+  return token;
+}
+
+// The page's own short message in `box`, for when Pipedrive's snackbar is not there (Host's fallback).
+export function pageToast(box) {
+  let timer = null;
+  return (message) => {
+    box.textContent = message;
+    box.hidden = false;
+    clearTimeout(timer);
+    timer = setTimeout(() => (box.hidden = true), 4000);
+  };
+}
+
+// Pipedrive's theme on the page: the stylesheets key everything off this class.
+export function applyTheme(theme) {
+  document.documentElement.className = theme === "dark" ? "theme-dark" : "theme-light";
+}
+
 // The `exp` of a JWT, read without verifying it: only to know when to ask for a new one.
 function expiryOf(token) {
   try {

@@ -1,7 +1,7 @@
 // The Goals panel inside Pipedrive: boots the SDK, loads goals and their progress through the proxy, and gives
 // every outcome a screen. Markup lives in templates/panel.html; this file only fills it in and toggles it.
 
-import { Api, Host } from "./panel-api.js";
+import { Api, Host, applyTheme, pageToast, takeTokenFromAddressBar } from "./panel-api.js";
 import { setLocale } from "./panel-format.js";
 import { GoalForm } from "./panel-form.js";
 import { GOAL_TYPES, assigneeLabel, currentPeriod } from "./panel-goals.js";
@@ -14,14 +14,7 @@ const app = document.getElementById("app");
 const $ = (selector, root = app) => root.querySelector(selector);
 const $$ = (selector, root = app) => Array.from(root.querySelectorAll(selector));
 
-// Take Pipedrive's JWT out of the address bar (history, copied links, screenshots) before anything else runs.
-const query = new URLSearchParams(window.location.search);
-const initialToken = query.get("token") || "";
-if (query.has("token")) {
-  query.delete("token");
-  const rest = query.toString();
-  window.history.replaceState(window.history.state, "", window.location.pathname + (rest ? `?${rest}` : ""));
-}
+const initialToken = takeTokenFromAddressBar();
 
 const PROGRESS_CONCURRENCY = 4;
 const HISTORY_CONCURRENCY = 2; // history is the app's own data (no Pipedrive tokens), and an extra: fewer at once
@@ -40,14 +33,7 @@ const state = {
   focusAfterLoad: undefined, // where focus goes once the list is drawn again: a goal id, or null for "+ Goal"
 };
 
-let toastTimer = null;
-function toast(message) {
-  const box = $(".toast");
-  box.textContent = message;
-  box.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => (box.hidden = true), 4000);
-}
+const toast = pageToast($(".toast"));
 
 // Said to screen readers (the snackbar is Pipedrive's, outside this frame): cleared first so that the same
 // words twice are announced twice.
@@ -55,10 +41,6 @@ function announce(message) {
   const box = $(".announcer");
   box.textContent = "";
   requestAnimationFrame(() => (box.textContent = message));
-}
-
-function applyTheme(theme) {
-  document.documentElement.className = theme === "dark" ? "theme-dark" : "theme-light";
 }
 
 const host = new Host({

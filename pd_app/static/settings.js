@@ -2,7 +2,7 @@
 // the company's installations, partner keys, webhooks, budget and limits through /api/v1/app. Markup lives in
 // templates/settings.html; this file fills it in and toggles its screens.
 
-import { Api, Host } from "./panel-api.js";
+import { Api, Host, applyTheme, pageToast, takeTokenFromAddressBar } from "./panel-api.js";
 import { KeysSection } from "./settings-keys.js";
 import { renderBudget, renderInstallations, renderLimits } from "./settings-overview.js";
 import { WebhooksSection } from "./settings-webhooks.js";
@@ -11,14 +11,7 @@ const app = document.getElementById("app");
 const $ = (selector, root = app) => root.querySelector(selector);
 const $$ = (selector, root = app) => Array.from(root.querySelectorAll(selector));
 
-// Take Pipedrive's JWT out of the address bar before anything else runs (as the panel does).
-const query = new URLSearchParams(window.location.search);
-const initialToken = query.get("token") || "";
-if (query.has("token")) {
-  query.delete("token");
-  const rest = query.toString();
-  window.history.replaceState(window.history.state, "", window.location.pathname + (rest ? `?${rest}` : ""));
-}
+const initialToken = takeTokenFromAddressBar();
 
 const MAX_HEIGHT = 4000; // a settings page is a page, not a sidebar panel: it may be taller than 750 px
 
@@ -29,18 +22,7 @@ class SettingsHost extends Host {
   }
 }
 
-let toastTimer = null;
-function toast(message) {
-  const box = $(".toast");
-  box.textContent = message;
-  box.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => (box.hidden = true), 4000);
-}
-
-function applyTheme(theme) {
-  document.documentElement.className = theme === "dark" ? "theme-dark" : "theme-light";
-}
+const toast = pageToast($(".toast"));
 
 const host = new SettingsHost({ initialToken, onTheme: applyTheme, onVisible: () => {}, toast });
 const api = new Api(app.dataset.apiBase, host);
