@@ -10,15 +10,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import jwt
-from flask import Blueprint, Flask, Response, abort, current_app, render_template, request, url_for
+from flask import Blueprint, Flask, Response, current_app, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from . import errors
+from . import errors, vendor
 from .auth import verify_panel_jwt
 from .config import Settings
 from .db import get_session
@@ -36,11 +35,6 @@ SDK_FILES = {"index.umd.js": "text/javascript", "index.umd.js.map": "application
 THEMES = ("light", "dark")
 
 
-def sdk_dir(app: Flask) -> Path:
-    """Where `npm ci` puts the SDK's dist/ folder: node_modules beside the pd_app package."""
-    return Path(app.root_path).parent / "node_modules" / SDK_PACKAGE / "dist"
-
-
 @dataclass(frozen=True)
 class PanelView:
     """What the panel's first screen is, and for whom (ids only from a verified token)."""
@@ -49,6 +43,7 @@ class PanelView:
     status: int = 200
     company_id: int | None = None
     user_id: int | None = None
+    installation_id: int | None = None  # when ready: the row found, so a caller need not look it up again
 
 
 def _query_ids_match(company_id: int, user_id: int) -> bool:
@@ -79,21 +74,26 @@ def resolve_panel() -> PanelView:
         return PanelView("install", 200, company_id, user_id)
     if inst.status == InstallationStatus.REAUTH_REQUIRED:
         return PanelView("reauth", 200, company_id, user_id)
-    return PanelView("ready", 200, company_id, user_id)
+    return PanelView("ready", 200, company_id, user_id, inst.id)
 
 
-def _render(view: PanelView) -> Response:
+def render_framed(template: str, status: int, **context: object) -> Response:
+    """A page Pipedrive frames (the panel, the settings page): the theme Pipedrive asked for, the install link
+    and the proxy's base as this request reaches it (a mount prefix included)."""
     settings: Settings = current_app.config["SETTINGS"]
     theme = request.args.get("theme", "light")
     html = render_template(
-        "panel.html",
-        view=view,
+        template,
         theme=theme if theme in THEMES else "light",
         install_url=settings.public_url + "/oauth/install",
-        # The proxy's base as this request reaches it (a mount prefix included).
         api_base=url_for("api.find_goals").removesuffix("/goals/find"),
+        **context,
     )
-    return Response(html, view.status, mimetype="text/html")
+    return Response(html, status, mimetype="text/html")
+
+
+def _render(view: PanelView) -> Response:
+    return render_framed("panel.html", view.status, view=view)
 
 
 @bp.get("/panel")
@@ -112,20 +112,8 @@ def panel_failed(exc: Exception) -> Response:
 
 @bp.get("/vendor/app-extensions-sdk/<name>")
 def sdk_file(name: str) -> Response:
-    if name not in SDK_FILES:
-        abort(404)
-    path = sdk_dir(current_app) / name
-    try:
-        content = path.read_bytes()  # 4 KB: read whole, no file handle outlives the request
-    except OSError:
-        # Without it the panel never initializes and Pipedrive hides it after 10 s: say why in the log.
-        log.error("the panel SDK is missing: run `npm ci` (make deps)", extra={"fields": {"path": str(path)}})
-        abort(404)
-    response = Response(content, mimetype=SDK_FILES[name])
-    response.cache_control.public = True
-    response.cache_control.max_age = 3600
-    response.add_etag()
-    return response.make_conditional(request)
+    # Without it the panel never initializes and Pipedrive hides it after 10 s: the log says why.
+    return vendor.serve(SDK_PACKAGE, "dist", SDK_FILES, name, "the panel")
 
 
 def _loopback(host: str) -> bool:
@@ -152,8 +140,10 @@ def frame_ancestors(settings: Settings) -> str:
     return " ".join(sources)
 
 
-def panel_csp(settings: Settings) -> str:
-    # No 'unsafe-inline' anywhere: data reaches the scripts through data-* attributes and the API.
+def strict_csp(ancestors: str) -> str:
+    """The policy of every page the app draws with its own scripts (panel, settings page, API docs):
+    everything from the app's origin only, no 'unsafe-inline' anywhere (data reaches the scripts through
+    data-* attributes and the API), and `ancestors` as who may frame it."""
     return "; ".join(
         (
             "default-src 'none'",
@@ -164,20 +154,30 @@ def panel_csp(settings: Settings) -> str:
             "connect-src 'self'",
             "base-uri 'none'",
             "form-action 'none'",
-            f"frame-ancestors {frame_ancestors(settings)}",
+            f"frame-ancestors {ancestors}",
         )
     )
 
 
-@bp.after_request
-def panel_headers(response: Response) -> Response:
-    """Runs before the app-wide defaults (web.add_security_headers), which only fill in what is unset."""
+def panel_csp(settings: Settings) -> str:
+    return strict_csp(frame_ancestors(settings))
+
+
+def framed_headers(response: Response, personal: bool) -> Response:
+    """The headers of a page Pipedrive frames. An after_request of its blueprint: it runs before the app-wide
+    defaults (web.add_security_headers), which only fill in what is unset. `personal`: the answer reflects one
+    user's installation, so no cache keeps it."""
     response.headers["Content-Security-Policy"] = panel_csp(current_app.config["SETTINGS"])
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers.pop("X-Frame-Options", None)  # it would override frame-ancestors in old browsers
-    if request.endpoint == "ui.show_panel":
-        response.headers["Cache-Control"] = "no-store"  # the page reflects one user's installation
+    if personal:
+        response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@bp.after_request
+def panel_headers(response: Response) -> Response:
+    return framed_headers(response, personal=request.endpoint == "ui.show_panel")
 
 
 def init_app(app: Flask) -> None:

@@ -277,6 +277,20 @@ def test_the_sdk_is_pinned_and_served_from_the_apps_origin(client):
     assert b"AppExtensionsSDK" in resp.data and b"get_signed_token" in resp.data
     assert client.get("/ui/vendor/app-extensions-sdk/package.json").status_code == 404
     assert client.get("/ui/vendor/app-extensions-sdk/..%2Fpackage.json").status_code == 404
+    # Conditional on its ETag, like every vendor file (pd_app/vendor.py).
+    again = client.get(
+        "/ui/vendor/app-extensions-sdk/index.umd.js", headers={"If-None-Match": resp.headers["ETag"]}
+    )
+    assert again.status_code == 304
+
+
+def test_a_missing_vendor_file_is_a_404_that_says_how_to_fix_it(client, monkeypatch, tmp_path, caplog):
+    from pd_app import vendor
+
+    monkeypatch.setattr(vendor, "package_dir", lambda app, package: tmp_path / package)
+    resp = client.get("/ui/vendor/app-extensions-sdk/index.umd.js")
+    assert resp.status_code == 404
+    assert "the panel cannot load: @pipedrive/app-extensions-sdk is missing, run `npm ci`" in caplog.text
 
 
 def test_a_crash_in_the_panel_is_still_a_framable_panel_screen(client, monkeypatch):

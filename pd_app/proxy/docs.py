@@ -8,14 +8,12 @@ page's configuration is an external script reading data-* attributes."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import logging
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, abort, current_app, render_template, request
+from flask import Blueprint, Flask, Response, render_template
 
-log = logging.getLogger(__name__)
+from .. import vendor
+from ..ui import strict_csp
 
 bp = Blueprint("api_docs", __name__, url_prefix="/api/docs")
 
@@ -27,31 +25,12 @@ FILES = {
     "swagger-ui.css": "text/css",
     "swagger-ui.css.map": "application/json",
 }
-CSP = "; ".join(
-    (
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",  # Swagger UI's stylesheet draws its icons as data: SVGs
-        "font-src 'self'",
-        "connect-src 'self'",  # the document itself, and "Try it out" against this app
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    )
-)
+# The panel's policy, not framed by anyone.
+CSP = strict_csp("'none'")
 
 
 def package_dir(app: Flask) -> Path:
-    """Where `npm ci` puts swagger-ui-dist: node_modules beside the pd_app package."""
-    return Path(app.root_path).parent / "node_modules" / PACKAGE
-
-
-@functools.lru_cache(maxsize=len(FILES))
-def _read(path: Path) -> tuple[bytes, str]:
-    """A vendor file and its ETag, read once per process (npm ci writes them before the app starts)."""
-    content = path.read_bytes()
-    return content, hashlib.sha256(content).hexdigest()[:32]
+    return vendor.package_dir(app, PACKAGE)
 
 
 @bp.get("")
@@ -61,21 +40,7 @@ def show_docs() -> str:
 
 @bp.get("/vendor/<name>")
 def vendor_file(name: str) -> Response:
-    if name not in FILES:
-        abort(404)
-    path = package_dir(current_app) / name
-    try:
-        content, etag = _read(path)
-    except OSError:
-        log.error(
-            "the API docs viewer is missing: run `npm ci` (make deps)", extra={"fields": {"path": str(path)}}
-        )
-        abort(404)
-    response = Response(content, mimetype=FILES[name])
-    response.cache_control.public = True
-    response.cache_control.max_age = 3600
-    response.set_etag(etag)
-    return response.make_conditional(request)
+    return vendor.serve(PACKAGE, "", FILES, name, "the API docs viewer")
 
 
 @bp.after_request

@@ -13,15 +13,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flask import Blueprint, Response, current_app, render_template, request, url_for
-from sqlalchemy import select
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
 from ..auth import installation_ref
-from ..db import get_session
-from ..models import Installation
-from ..ui import THEMES, panel_csp, resolve_panel
+from ..ui import framed_headers, render_framed, resolve_panel
 from ..webhooks.events import EVENT_TYPES
 from .admin import AdminOnly, is_admin
 
@@ -43,11 +40,8 @@ class SettingsView:
     retry_after: int | None = None
 
 
-def _check_admin(company_id: int, user_id: int) -> SettingsView:
-    inst_id = get_session().scalar(
-        select(Installation.id).where(Installation.company_id == company_id, Installation.user_id == user_id)
-    )
-    ref = installation_ref(inst_id) if inst_id is not None else None
+def _check_admin(company_id: int, user_id: int, installation_id: int) -> SettingsView:
+    ref = installation_ref(installation_id)
     try:
         admin = ref is not None and is_admin(ref)
     except AdminOnly:
@@ -64,22 +58,12 @@ def resolve_settings() -> SettingsView:
     panel = resolve_panel()
     if panel.screen != "ready":
         return SettingsView(panel.screen, panel.status, panel.company_id, panel.user_id)
-    assert panel.company_id is not None and panel.user_id is not None
-    return _check_admin(panel.company_id, panel.user_id)
+    assert panel.company_id is not None and panel.user_id is not None and panel.installation_id is not None
+    return _check_admin(panel.company_id, panel.user_id, panel.installation_id)
 
 
 def _render(view: SettingsView) -> Response:
-    settings = current_app.config["SETTINGS"]
-    theme = request.args.get("theme", "light")
-    html = render_template(
-        "settings.html",
-        view=view,
-        theme=theme if theme in THEMES else "light",
-        install_url=settings.public_url + "/oauth/install",
-        api_base=url_for("api.find_goals").removesuffix("/goals/find"),
-        webhook_events=EVENT_TYPES,
-    )
-    return Response(html, view.status, mimetype="text/html")
+    return render_framed("settings.html", view.status, view=view, webhook_events=EVENT_TYPES)
 
 
 @bp.get("/settings")
@@ -98,9 +82,4 @@ def settings_failed(exc: Exception) -> Response:
 
 @bp.after_request
 def settings_headers(response: Response) -> Response:
-    """The panel's headers (ui.py): its CSP and frame-ancestors, no referrer, never cached (one user's)."""
-    response.headers["Content-Security-Policy"] = panel_csp(current_app.config["SETTINGS"])
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers.pop("X-Frame-Options", None)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return framed_headers(response, personal=True)
