@@ -11,7 +11,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from .auth import NotAuthenticated, ScopeTooNarrow
-from .keys import InvalidKey, KeyNotFound
+from .bodies import InvalidFields
+from .keys import KeyNotFound
 from .pipedrive.api import (
     AccountInactive,
     DomainNotAllowed,
@@ -34,7 +35,7 @@ from .settings_page.admin import AdminOnly
 from .tokens.cipher import TokenDecryptError
 from .tokens.refresh import TokenServiceUnavailable
 from .tokens.store import NotInstalled, ReauthRequired
-from .webhooks.registry import InvalidWebhook, WebhookNotFound
+from .webhooks.registry import WebhookNotFound
 
 log = logging.getLogger(__name__)
 
@@ -243,13 +244,10 @@ DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
         "Send it again after the number of seconds in Retry-After to get its answer.",
         retry_after=1,
     ),
-    InvalidWebhook: Envelope(
-        400, "validation_failed", None, "Fix each entry of `details` and send it again."
-    ),
+    InvalidFields: Envelope(400, "validation_failed", None, "Fix each entry of `details` and send it again."),
     WebhookNotFound: Envelope(
         404, "not_found", "No such webhook in this company.", "List them with GET /api/v1/app/webhooks."
     ),
-    InvalidKey: Envelope(400, "validation_failed", None, "Fix each entry of `details` and send it again."),
     KeyNotFound: Envelope(
         404, "not_found", "No such partner key in this company.", "List them with GET /api/v1/app/keys."
     ),
@@ -293,7 +291,7 @@ def as_api_error(exc: Exception) -> ApiError:
         details = [{"field": "body", "message": message, "code": "upstream_rejected"}]
     elif isinstance(exc, InvalidIdempotencyKey):
         details = [exc.detail]
-    elif isinstance(exc, InvalidWebhook | InvalidKey):
+    elif isinstance(exc, InvalidFields):
         details = exc.details
         message = f"The request has {len(details)} problem{'s' if len(details) != 1 else ''}."
     return ApiError(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from . import db
 from .auth import create_key
+from .bodies import InvalidFields
 from .logs import audit
 from .models import Installation, KeyScope, PartnerKey, utcnow
 from .proxy.cors import normalize_origin
@@ -23,12 +24,8 @@ MAX_ORIGINS = 20
 MAX_ID = 2**31 - 1  # an integer column: a larger id names no key (and would not fit the query)
 
 
-class InvalidKey(Exception):
-    """A key request that cannot be accepted; `details` lists each problem (the API's format)."""
-
-    def __init__(self, details: list[dict[str, str]]) -> None:
-        super().__init__("; ".join(f"{d['field']}: {d['message']}" for d in details))
-        self.details = details
+class InvalidKey(InvalidFields):
+    """A key request that cannot be accepted."""
 
 
 class KeyNotFound(Exception):

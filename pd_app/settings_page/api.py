@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from .. import keys
 from ..auth import CannotBind, Principal, authenticate
+from ..bodies import object_fields
 from ..db import get_session
 from ..errors import ApiError
 from ..proxy.keylimit import key_limits
@@ -55,19 +56,7 @@ def list_keys():
 @bp.post("/keys")
 def create_key():
     principal = _admin()
-    fields = _json_body()
-    if not isinstance(fields, dict):
-        raise keys.InvalidKey(
-            [{"field": "body", "message": "The body must be a JSON object.", "code": "invalid_type"}]
-        )
-    unknown = sorted(set(fields) - KEY_FIELDS)
-    if unknown:
-        raise keys.InvalidKey(
-            [
-                {"field": name, "message": f"{name} is not a field of a key.", "code": "unknown_field"}
-                for name in unknown
-            ]
-        )
+    fields = object_fields(_json_body(), KEY_FIELDS, "a key", keys.InvalidKey)
     wanted = keys.validate(fields.get("name"), fields.get("scope"), fields.get("origins"))
     try:
         row, key, served_by = keys.create(get_session(), principal.company_id, wanted, by=_by(principal))

@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from .. import db
+from ..bodies import InvalidFields
 from ..logs import audit
 from ..models import Webhook, WebhookAttempt, WebhookDelivery
 from ..tokens.cipher import TokenDecryptError, cipher
@@ -24,12 +25,8 @@ RECENT_ATTEMPTS = 5  # shown per webhook by `list` and the API
 MAX_PER_COMPANY = 20
 
 
-class InvalidWebhook(Exception):
-    """The webhook's URL or events are not acceptable; `details` lists each problem (the API's format)."""
-
-    def __init__(self, details: list[dict[str, str]]) -> None:
-        super().__init__("; ".join(f"{d['field']}: {d['message']}" for d in details))
-        self.details = details
+class InvalidWebhook(InvalidFields):
+    """The webhook's URL or events are not acceptable."""
 
 
 class WebhookNotFound(Exception):

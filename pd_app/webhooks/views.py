@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from ..auth import CredentialKind, Principal
+from ..bodies import object_fields
 from ..db import get_session
 from ..models import KeyScope
 from ..proxy.views import _caller, _json_body
@@ -35,19 +36,7 @@ def _created_by(principal: Principal) -> str:
 @bp.post("")
 def add_webhook():
     principal = _manager()
-    fields = _json_body()
-    if not isinstance(fields, dict):
-        raise registry.InvalidWebhook(
-            [{"field": "body", "message": "The body must be a JSON object.", "code": "invalid_type"}]
-        )
-    unknown = sorted(set(fields) - {"url", "events"})
-    if unknown:
-        raise registry.InvalidWebhook(
-            [
-                {"field": name, "message": f"{name} is not a field of a webhook.", "code": "unknown_field"}
-                for name in unknown
-            ]
-        )
+    fields = object_fields(_json_body(), ("url", "events"), "a webhook", registry.InvalidWebhook)
     hook, secret = registry.add(
         get_session(),
         principal.company_id,
