@@ -15,6 +15,7 @@ from pd_app.reference.ops import BY_OP
 
 from .conftest import Installer, app_environ, close_app
 from .test_cache import backends
+from .test_sandbox import USER_FIELDS
 
 JWT_SECRET = "reference-jwt-secret-0123456789abcdefghijkl"
 # v2 shapes: the `pipedrive` npm package's v2 typings (GetPipelinesResponseAllOfDataInner, StageItem).
@@ -51,28 +52,6 @@ ACTIVITY_TYPE_FIELDS = {
     "is_custom_flag": bool,
     "add_time": str,
     "update_time": str,
-}
-USER_FIELDS = {
-    "id": int,
-    "name": str,
-    "default_currency": str,
-    "locale": str,
-    "lang": int,
-    "email": str,
-    "phone": (str, type(None)),
-    "activated": bool,
-    "last_login": str,
-    "created": str,
-    "modified": (str, type(None)),
-    "has_created_company": bool,
-    "access": list,
-    "active_flag": bool,
-    "timezone_name": str,
-    "timezone_offset": str,
-    "role_id": int,
-    "icon_url": (str, type(None)),
-    "is_you": bool,
-    "is_deleted": bool,
 }
 CURRENCY_FIELDS = {
     "id": int,

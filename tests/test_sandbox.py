@@ -56,8 +56,8 @@ GOAL_FIELDS = {
     "is_active": bool,
     "report_ids": list,
 }
-# getCurrentUser's data (BaseUser + the company fields), from openapi-v1.yaml.
-ME_FIELDS = {
+# BaseUser in openapi-v1.yaml: an item of getUsers, and getCurrentUser's data without the company fields.
+USER_FIELDS = {
     "id": int,
     "name": str,
     "default_currency": str,
@@ -78,6 +78,10 @@ ME_FIELDS = {
     "icon_url": (str, type(None)),
     "is_you": bool,
     "is_deleted": bool,
+}
+# getCurrentUser's data: BaseUser and the company fields.
+ME_FIELDS = {
+    **USER_FIELDS,
     "company_id": int,
     "company_name": str,
     "company_domain": str,
