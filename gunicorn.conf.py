@@ -18,6 +18,7 @@ GUNICORN_WORKER_CLASS overrides the choice.
 import glob
 import os
 import shutil
+import sys
 import tempfile
 
 # -- /metrics across workers (prometheus_client's multiprocess mode) --------------------------------------
@@ -36,6 +37,22 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def on_starting(server):  # gunicorn hook: the master, once, before any worker
+    # The settings are read here first, so a bad value stops the master with one line and exit code 4
+    # before any worker is forked. (A worker failing to load would also stop it, but a failure during the
+    # master's own start-up arrives outside gunicorn's handler and ends in a traceback.) Only pd_app.config
+    # is imported: the master stays without the app.
+    from pathlib import Path
+
+    import pd_app
+    from pd_app.config import ConfigError, load_settings
+
+    try:
+        # Flask's instance folder for the pd_app package (where development secrets are kept).
+        load_settings(os.environ, Path(pd_app.__file__).resolve().parents[1] / "instance")
+    except ConfigError as exc:
+        print(f"pd_app: {exc}", file=sys.stderr)
+        on_exit(server)  # not called by gunicorn on this path: remove the private metrics directory
+        sys.exit(4)  # gunicorn's "App failed to load" code
     # Files left by an earlier server in the same directory would be added to this one's figures.
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(path, exist_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
@@ -13,8 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
-
-from cryptography.fernet import Fernet
 
 ENVIRONMENTS = ("development", "test", "production")
 SANDBOX_PREFIX = "/sandbox"
@@ -95,9 +95,11 @@ def _int(name: str, value: str | None, default: int) -> int:
 def _rate_limit(value: str | None) -> str:
     """KEY_RATE_LIMIT in Flask-Limiter's notation (`10/second;600/minute`), checked here so that a typo is one
     readable line at start, not an error on the first request."""
-    from limits import parse_many
+    value = (value or "").strip()
+    if not value:
+        return "600/minute"
+    from limits import parse_many  # here: only a value someone set needs the parser
 
-    value = (value or "").strip() or "600/minute"
     try:
         parse_many(value)
     except ValueError:
@@ -159,7 +161,7 @@ def _dev_secrets(instance_path: Path) -> dict[str, str]:
     instance_path.mkdir(parents=True, exist_ok=True)
     values = {
         "SECRET_KEY": secrets.token_urlsafe(48),
-        "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "TOKEN_ENCRYPTION_KEYS": base64.urlsafe_b64encode(os.urandom(32)).decode(),  # a Fernet key
     }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -284,11 +286,22 @@ def production_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
+def _fernet_key(key: str) -> None:
+    """What cryptography's Fernet() checks of a key (32 url-safe base64 bytes), without importing it:
+    gunicorn's master reads the settings too (gunicorn.conf.py) and stays small without the crypto library."""
+    try:
+        raw = base64.urlsafe_b64decode(key.encode())
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64") from None
+    if len(raw) != 32:
+        raise ValueError("not 32 bytes")
+
+
 def check_settings(settings: Settings) -> None:
     """Refuse what must never run; in production, every problem is listed, one line each."""
     for key in settings.token_encryption_keys:
         try:
-            Fernet(key)
+            _fernet_key(key)
         except ValueError:
             raise ConfigError(
                 "TOKEN_ENCRYPTION_KEYS holds a value that is not a Fernet key "

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pd_app import create_app, metrics
 
-from .conftest import app_environ, close_app
+from .conftest import ENCRYPTION_KEY, app_environ, close_app
 from .procs import ROOT, GunicornProcess, wait_until
 
 REQUESTS = "pd_app_http_requests_total"
@@ -124,6 +124,10 @@ def test_multiprocess_mode_with_two_apps_in_one_process(clean_db, sandbox_server
 # -- the gunicorn config's hooks -----------------------------------------------------------------------------
 def load_gunicorn_config(monkeypatch: pytest.MonkeyPatch, multiproc_dir: Path) -> dict:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(multiproc_dir))
+    # on_starting reads the settings first: valid ones, which generate nothing into the instance folder.
+    monkeypatch.setenv("PD_APP_ENV", "test")
+    monkeypatch.setenv("SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("TOKEN_ENCRYPTION_KEYS", ENCRYPTION_KEY)
     namespace: dict = {}
     exec((ROOT / "gunicorn.conf.py").read_text(), namespace)  # our own config file
     return namespace
