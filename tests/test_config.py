@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import sys
@@ -180,6 +181,8 @@ def test_production_lists_every_problem_at_once(tmp_path):
     [
         ({"PD_APP_ENV": "staging"}, "PD_APP_ENV must be one of"),
         ({"TOKEN_ENCRYPTION_KEYS": "not-a-key"}, "not a Fernet key"),
+        ({"TOKEN_ENCRYPTION_KEYS": base64.urlsafe_b64encode(b"k" * 31).decode()}, "not a Fernet key"),
+        ({"TOKEN_ENCRYPTION_KEYS": f"{KEY},{KEY[:-2]}!!"}, "not a Fernet key"),
         ({"GOALS_CACHE_TTL": "soon"}, "GOALS_CACHE_TTL must be a whole number"),
         ({"GOALS_CACHE_TTL": "-1"}, "must not be negative"),
         ({"PIPEDRIVE_API_DOMAINS": "https://x.example:port"}, "its port is not a number"),
@@ -258,3 +261,9 @@ def test_gunicorn_stops_instead_of_rebooting_workers_on_a_bad_value(tmp_path):
     assert "PIPEDRIVE_API_DOMAINS entry 'https://x:port' is not a pattern" in result.stderr
     assert "Traceback" not in result.stderr
     assert "Booting worker" not in result.stderr
+
+
+def test_a_key_the_config_accepts_is_one_fernet_accepts(tmp_path):
+    # The settings check keys without importing cryptography (gunicorn's master reads them): same verdict.
+    settings = load_settings({**DEV, "TOKEN_ENCRYPTION_KEYS": KEY}, tmp_path)
+    assert Fernet(settings.token_encryption_keys[0]).decrypt(Fernet(KEY).encrypt(b"x")) == b"x"
