@@ -113,12 +113,13 @@ _REAUTH = Envelope(
     "Pipedrive no longer accepts this installation's authorization.",
     "The user must install the app again: {install_url}",
 )
+DATABASE_RETRY_AFTER_S = 5
 _DATABASE_DOWN = Envelope(
     503,
     "upstream_unavailable",
     "The app's database is not answering right now.",
     "Retry later; nothing was sent to Pipedrive.",
-    retry_after=5,
+    retry_after=DATABASE_RETRY_AFTER_S,
 )
 DOMAIN_ERRORS: dict[type[Exception], Envelope] = {
     NotAuthenticated: Envelope(

@@ -61,7 +61,13 @@ class Jobs:
 
         settings = self.app.config["SETTINGS"]
         if settings.redis_url:
-            huey = RedisHuey("pd_app", url=settings.redis_url)
+            from redis import ConnectionPool
+
+            # A web process queues a task inside a request (webhooks' deliver_now, best effort): a Redis that
+            # is away costs that request at most a second. The consumer's blocking pop waits 1 s at a time,
+            # well within the 5 s read timeout.
+            pool = ConnectionPool.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0)
+            huey = RedisHuey("pd_app", connection_pool=pool)
         else:
             huey = SqliteHuey("pd_app", filename=settings.queue_path)
         self._huey = huey

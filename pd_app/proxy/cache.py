@@ -132,15 +132,24 @@ class GoalsCache:
         return "local:" + _key(self.namespace, inst.company_id, inst.id, generation, path, params)
 
 
+# A request never waits long for Redis: an answer, or a refused or dropped connection, within half a second;
+# then the caller goes on without it (each part says how). A Redis that went away and came back is used again
+# on the next call: the pool opens a new connection.
+REDIS_TIMEOUT_S = 0.5
+
+
+def redis_client(url: str) -> Any:
+    import redis  # only with REDIS_URL: about 20 MB a process that does not need it
+
+    return redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+
+
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     engine = app.extensions["pd_db"]["engine"]
-    client = None
-    if settings.redis_url and (settings.goals_cache_ttl or settings.reference_cache_ttl):
-        import redis  # only with REDIS_URL: about 20 MB a process that does not need it
-
-        # One client (one connection pool) for both caches and the shared reads (flight.py).
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=0.5)
+    # One client (one connection pool) with REDIS_URL, for both caches, the shared reads (flight.py) and
+    # /readyz's check (ops.py).
+    client = redis_client(settings.redis_url) if settings.redis_url else None
     app.extensions["pd_cache_redis"] = client
     app.extensions["pd_goals_cache"] = GoalsCache(settings.goals_cache_ttl, client, engine)
     # Reference data is per installation too (`/users` marks the caller with `is_you`), and goal writes

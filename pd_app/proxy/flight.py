@@ -60,8 +60,10 @@ class Flights:
         if redis_url:
             import redis  # only with REDIS_URL
 
+            from .cache import redis_client
+
             # The goals cache's client when it has one (one connection pool a process, not two).
-            self.redis = client or redis.Redis.from_url(redis_url, socket_timeout=0.5)
+            self.redis = client or redis_client(redis_url)
             self.redis_errors = (redis.RedisError,)
             self._release = self.redis.register_script(_RELEASE)
 

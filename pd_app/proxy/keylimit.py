@@ -7,8 +7,9 @@ run before the view, that is before the credential is known, and cost about 490 
 against about 40 for one counter hit here (measured with cProfile on a bare Flask route).
 
 Storage: Redis with REDIS_URL (one count across every process and host, limits' fixed window), else this
-process's memory. When Redis stops answering, each process counts on its own until it answers again (logged
-once a minute). The in-memory count is a few lines here rather than limits' MemoryStorage, which starts a
+process's memory. When Redis stops answering, each process counts on its own and asks Redis again every
+REDIS_RETRY_S seconds, so shared counting resumes within that of Redis's return (logged at most once a
+minute). The in-memory count is a few lines here rather than limits' MemoryStorage, which starts a
 timer thread to expire its keys every 10 ms while requests keep coming: a thread start per request or so.
 """
 
@@ -28,7 +29,8 @@ from ..auth import CredentialKind, Principal
 
 log = logging.getLogger(__name__)
 
-REDIS_RETRY_S = 60.0
+REDIS_RETRY_S = 10.0  # one failing call per process this often while Redis is away
+WARN_EVERY_S = 60.0
 
 
 class KeyRateLimited(Exception):
@@ -81,9 +83,15 @@ class KeyLimits:
         if redis_url:
             from redis import RedisError  # only with REDIS_URL: about 20 MB a process that does not need it
 
-            self._shared = FixedWindowRateLimiter(storage_from_string(redis_url, socket_timeout=0.5))
+            from .cache import REDIS_TIMEOUT_S
+
+            storage = storage_from_string(
+                redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+            )
+            self._shared = FixedWindowRateLimiter(storage)
             self._redis_errors = (RedisError, OSError)
         self._shared_down_until = 0.0
+        self._warned_at = -WARN_EVERY_S
         self._lock = threading.Lock()
 
     def hit(self, principal: Principal) -> None:
@@ -100,9 +108,14 @@ class KeyLimits:
                     if not shared.hit(item, *ident):
                         ends.append(shared.get_window_stats(item, *ident).reset_time)
             except self._redis_errors:
+                now = time.monotonic()
                 with self._lock:
-                    self._shared_down_until = time.monotonic() + REDIS_RETRY_S
-                log.warning("REDIS_URL is not answering: counting KEY_RATE_LIMIT per process for a minute")
+                    self._shared_down_until = now + REDIS_RETRY_S
+                    warn = now - self._warned_at >= WARN_EVERY_S
+                    if warn:
+                        self._warned_at = now
+                if warn:
+                    log.warning("REDIS_URL is not answering: KEY_RATE_LIMIT counted per process until it is")
                 shared, ends = None, []
         if shared is None:
             ends = [end for item in self.items if (end := self._local.hit(item, *ident)) is not None]
