@@ -68,6 +68,27 @@ def child_exit(server, worker):  # gunicorn hook: the master, after a worker exi
     multiprocess.mark_process_dead(worker.pid)
 
 
+def post_worker_init(worker):  # gunicorn hook: each worker, its app loaded, before it serves
+    # A deploy's SIGTERM: the master closes its copy of the listening socket and tells the workers, which stop
+    # accepting and finish what is in flight. A gthread worker keeps its own copy open until then, so the
+    # kernel goes on completing connections that nobody will accept, and resets them all when the copy
+    # finally closes: a client cannot tell that reset (nothing was read) from one in the middle of a request.
+    # Closed as soon as the worker stops accepting, the socket goes away with the last copy: a new
+    # connection is refused at once, which a client or load balancer may safely try elsewhere. (gevent
+    # workers close theirs within a second of the signal by themselves.) tests/test_faults.py, SIGTERM.
+    stop_accepting = getattr(worker, "set_accept_enabled", None)
+    if stop_accepting is None:
+        return
+
+    def set_accept_enabled(enabled):
+        stop_accepting(enabled)
+        if not enabled and not worker.alive:  # the shutdown path, in the worker's main loop
+            for listener in worker.sockets:
+                listener.close()
+
+    worker.set_accept_enabled = set_accept_enabled
+
+
 def on_exit(server):  # gunicorn hook: the master, at shutdown
     private = os.environ.get(_PRIVATE_DIR_MARK)
     if private and private == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

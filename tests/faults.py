@@ -140,6 +140,10 @@ def readyz(_i: int) -> Request:
     return "GET", "/readyz", {}
 
 
+def healthz(_i: int) -> Request:
+    return "GET", "/healthz", {}
+
+
 def sandbox_goal_titles(pd: SandboxProcess, access_token: str) -> set[str]:
     """The titles of every goal the sandbox holds for the installation (asked of the sandbox directly)."""
     resp = requests.get(pd.url + FIND, headers={"Authorization": f"Bearer {access_token}"}, timeout=10)
@@ -278,7 +282,7 @@ def postgres_restart(rig: Rig, server: PostgresServer, down_s: float = 3.0, calm
 
 
 # -- SIGTERM to the master -----------------------------------------------------------------------------------
-def sigterm(rig: Rig, upstream_delay_s: float = 1.5, after_s: float = 1.5) -> Report:
+def sigterm(rig: Rig, upstream_delay_s: float = 1.5, after_s: float = 4.0) -> Report:
     """Reads and adds while every Pipedrive call takes `upstream_delay_s`, so requests are in flight when
     the master gets SIGTERM (a deploy); the load goes on for `after_s` after it."""
     rig.reset_sandbox()
@@ -289,16 +293,22 @@ def sigterm(rig: Rig, upstream_delay_s: float = 1.5, after_s: float = 1.5) -> Re
     make = rotate([("find", find(key)), ("add", add(key))])
     rig.pd.knobs(api_delay_s=upstream_delay_s)
     load = SteadyLoad(app.url, make, rate=10, threads=8, timeout=40)
-    with _loaded(load):
+    # And new clients all along: each request on a connection of its own (a health check needs no Pipedrive).
+    arrivals = SteadyLoad(app.url, rotate([("healthz", healthz)]), rate=10, threads=1, keep_alive=False)
+    exited = threading.Event()
+    threading.Thread(target=lambda: (app.popen.wait(), exited.set()), daemon=True).start()
+    with _loaded(load), _loaded(arrivals):
         _sleep(upstream_delay_s + 1.0)  # the pipeline is full: every thread has a request in flight
         report.marks["term"] = time.monotonic()
         os.kill(app.pid, signal.SIGTERM)
-        _sleep(after_s)
+        if exited.wait(after_s):
+            report.marks["master_exited"] = time.monotonic()
+        _sleep(max(0.0, report.marks["term"] + after_s - time.monotonic()))
         report.marks["load_stopped"] = time.monotonic()
     report.seen["exit_code"] = app.popen.wait(45)  # graceful_timeout (30 s) and then some
-    report.marks["master_exited"] = time.monotonic()
+    report.marks.setdefault("master_exited", time.monotonic())
     rig.pd.knobs(api_delay_s=0.0)
-    report.tally = load.snapshot()
+    report.tally = Tally(load.snapshot().shots + arrivals.snapshot().shots)
     report.seen["sandbox_titles"] = sandbox_goal_titles(rig.pd, grant["access_token"])
     report.app_log = app.output()
     return report

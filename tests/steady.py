@@ -3,7 +3,8 @@ keep-alive `requests.Session`, sending requests at a fixed total rate while a fa
 and a record of every request: when it was sent, when it ended, and its status or why there was none.
 
 The rate is an upper bound, not a promise: a thread whose request is slow sends its next one when that one
-ends (no burst to catch up), so at most `threads` requests are in flight. Nothing here asserts: the tests
+ends (no burst to catch up), so at most `threads` requests are in flight. With `keep_alive=False` every
+request opens a connection of its own (what a load balancer's new clients do). Nothing here asserts: the tests
 decide what each fault may do to the figures.
 """
 
@@ -118,12 +119,14 @@ class SteadyLoad:
         rate: float = 20.0,
         threads: int = 4,
         timeout: float = 40.0,
+        keep_alive: bool = True,
     ) -> None:
         self.base_url = base_url
         self.make = make
         self.interval = threads / rate  # each thread's own pace
         self.threads_n = threads
         self.timeout = timeout
+        self.keep_alive = keep_alive  # False: every request on a new connection, closed after its answer
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._shots: list[Shot] = []
@@ -146,7 +149,11 @@ class SteadyLoad:
                 due = max(due + self.interval, time.monotonic())
                 index = self._next_index()
                 label, (method, path, kwargs) = self.make(index)
-                shot = self._send(http, label, index, method, path, kwargs)
+                if self.keep_alive:
+                    shot = self._send(http, label, index, method, path, kwargs)
+                else:
+                    with requests.Session() as fresh:
+                        shot = self._send(fresh, label, index, method, path, kwargs)
                 with self._lock:
                     self._shots.append(shot)
 
