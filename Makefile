@@ -5,7 +5,7 @@ PYTHON ?= python3
 NPM ?= npm
 PD_CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test test-fast lint lock bench bench-models bench-tokens bench-dashboard deps browser
+.PHONY: run test test-fast lint lock bench bench-models bench-tokens bench-dashboard bench-faults deps browser
 
 # Python dependencies come from requirements-dev.lock: every package, transitive ones included, at one version
 # with the sha256 of each of its files, installed with --require-hashes (a file that differs from the one
@@ -96,3 +96,9 @@ bench-dashboard: deps
 # Key -> installation lookup at 100,000 installations on PostgreSQL (seeded once into its own database).
 bench-tokens: deps
 	$(PY) bench/token_lookup.py --database $(BENCH_POSTGRES_URL)_tokens --results bench/RESULTS.md
+
+# Faults under a steady load (bench/faults.py, the scenarios of tests/test_faults.py): Redis and PostgreSQL
+# (private servers it starts) stopped and started again, SIGTERM, a worker SIGKILLed mid install and mid refresh;
+# requests sent, answered, by status, and recovery times, appended to bench/RESULTS.md. About a minute.
+bench-faults: deps
+	$(PY) bench/faults.py --results bench/RESULTS.md

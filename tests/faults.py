@@ -16,6 +16,7 @@ import http.client
 import itertools
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ from pd_app.migrate import upgrade
 from pd_app.models import Installation, OAuthState
 
 from .conftest import PUBLIC_URL, app_environ
-from .procs import AppDatabase, GunicornProcess, SandboxProcess, pid_serving, wait_until
+from .procs import AppDatabase, GunicornProcess, Proc, SandboxProcess, pid_serving, wait_until
 from .services import PostgresServer, RedisServer
 from .steady import Request, Shot, SteadyLoad, Tally, rotate
 
@@ -91,6 +92,14 @@ class Rig:
         self.started.append(proc)
         return proc
 
+    def worker(self, environ: dict[str, str]) -> Proc:
+        """`flask --app app worker` (the job queue's consumer), as the Procfile would run it."""
+        flask = str(Path(sys.executable).parent / "flask")
+        argv = [flask, "--app", "app", "worker", "--threads", "1"]
+        proc = Proc(argv, {**environ, "PYTHONUNBUFFERED": "1"}, self.logs / f"worker-{next(_runs)}.log")
+        self.started.append(proc)
+        return proc
+
     def reset_sandbox(self) -> None:
         self.pd.reset()
         self.pd.knobs(daily_budget=10**9)
@@ -99,8 +108,10 @@ class Rig:
         for thing in reversed(self.started):
             if isinstance(thing, AppDatabase):
                 thing.close()
-            else:
+            elif isinstance(thing, GunicornProcess):
                 thing.stop()
+            else:
+                thing.stop(signal.SIGTERM)  # the job worker: its graceful stop
         self.started.clear()
 
 
@@ -185,9 +196,11 @@ def redis_restart(rig: Rig, server: RedisServer, down_s: float = 4.0, calm_s: fl
     shared = redis.Redis.from_url(server.url(0), socket_timeout=2)
     shared.flushdb()
     environ = rig.environ(REDIS_URL=server.url(0), GOALS_CACHE_TTL="30")
-    _db, key, grant = rig.installed(environ)
+    db, key, grant = rig.installed(environ)
     app = rig.serve(environ)
     workers = app.worker_pids()
+    # The job worker too: its queue is in Redis.
+    worker = rig.worker(environ)
     report = Report("redis", Tally())
     make = rotate([("find", find(key, 5)), ("find", find(key, 5)), ("add", add(key))])
     load = SteadyLoad(app.url, make, rate=15, threads=4)
@@ -219,6 +232,15 @@ def redis_restart(rig: Rig, server: RedisServer, down_s: float = 4.0, calm_s: fl
 
             wait_until(shared_again, 25, 0.2, "the cache and the key limit to use Redis again")
             report.marks["shared_again"] = time.monotonic()
+            # The job worker lived through it and takes what is queued now.
+            report.seen["worker_alive"] = worker.popen.poll() is None
+            jobs = db.app.extensions["pd_jobs"]
+            try:
+                jobs.enqueue("deliver_now")
+                wait_until(lambda: jobs.huey.pending_count() == 0, 15, 0.1, "the worker to take a task")
+                report.seen["worker_took_task"] = True
+            finally:
+                jobs.huey.storage.pool.disconnect()
             _sleep(calm_s)
         report.tally = load.snapshot()
         report.seen["readiness"] = readiness

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
-    "script", ["proxy_bench.py", "token_lookup.py", "cpu_per_request.py", "dashboard.py"]
+    "script", ["proxy_bench.py", "token_lookup.py", "cpu_per_request.py", "dashboard.py", "faults.py"]
 )
 def test_bench_script_starts(script):
     done = subprocess.run(

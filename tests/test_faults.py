@@ -97,8 +97,10 @@ def test_redis_stopped_and_started_again_costs_no_request(rig: Rig, redis_server
     assert degraded and all(state.startswith("degraded: unreachable") for state in degraded), degraded
     assert readiness[-1][2] == "ok"
 
-    # Nothing restarted: the same two workers served before, during and after.
+    # Nothing restarted: the same two workers served before, during and after, and the job worker (its
+    # queue is in Redis) lived through it and takes tasks again.
     assert report.seen["workers_after"] == report.seen["workers_before"]
+    assert report.seen["worker_alive"] and report.seen["worker_took_task"]
     # Every goal the callers were told was added exists at Pipedrive.
     assert faults.add_titles(tally, lambda s: s.status == 200) <= report.seen["sandbox_titles"]
     # The operator's log says it, without a line per request.
