@@ -122,10 +122,13 @@ def run_one(name: str, rig: faults.Rig, workdir: Path) -> tuple[faults.Report, s
         report = faults.sigterm(rig)
         m, t = report.marks, report.tally
         in_flight = t.where(lambda s: s.sent < m["term"] < s.ended)
-        after = t.where(lambda s: s.sent >= m["term"])
+        after = t.where(lambda s: s.sent >= m["term"] and s.label != "healthz")
+        arrivals = t.where(lambda s: s.sent >= m["term"] and s.label == "healthz")
         did = (
             f"SIGTERM with {in_flight.sent} requests in flight (Pipedrive answering in 1.5 s): "
-            f"{statuses(in_flight)}; sent after it: {statuses(after)}, no answer {unanswered(after)}"
+            f"{statuses(in_flight)}; the load's requests sent after it: {statuses(after)}, no answer "
+            f"{unanswered(after)}; new clients after it (/healthz, a connection each): "
+            f"{statuses(arrivals)}, no answer {unanswered(arrivals)}"
         )
         healed = (
             f"master exited {report.seen['exit_code']} {m['master_exited'] - m['term']:.1f} s after SIGTERM "
