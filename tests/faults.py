@@ -57,9 +57,6 @@ class Report:
     seen: dict[str, Any] = field(default_factory=dict)
     app_log: str = ""
 
-    def seconds(self, start: str, end: str) -> float:
-        return self.marks[end] - self.marks[start]
-
 
 # -- the rig: the sandbox, a database, gunicorn --------------------------------------------------------------
 @dataclass
@@ -517,14 +514,3 @@ def kill_mid_refresh(rig: Rig, hold_s: float = 4.0, calm_s: float = 1.5) -> Repo
     report.seen["installation"] = (after.status, after.version - version) if after else None
     report.app_log = app.output()
     return report
-
-
-# -- helpers -------------------------------------------------------------------------------------------------
-def run_private(
-    logs: Path, database_url: str, pd: SandboxProcess, scenario: Callable[..., Report], *args: Any
-) -> Report:
-    rig = Rig(pd, logs, database_url)
-    try:
-        return scenario(rig, *args)
-    finally:
-        rig.close()
