@@ -43,7 +43,7 @@ from tests.procs import SandboxProcess  # noqa: E402
 from tests.services import PostgresServer, RedisServer  # noqa: E402
 from tests.steady import Tally  # noqa: E402
 
-SCENARIOS = ("redis", "postgres", "sigterm", "kill-install", "kill-refresh")
+SCENARIOS = ("redis", "redis-pause", "postgres", "sigterm", "kill-install", "kill-refresh")
 
 
 def fresh_database(url: str | None, workdir: Path) -> str:
@@ -78,19 +78,22 @@ def unanswered(tally: Tally) -> str:
 
 def run_one(name: str, rig: faults.Rig, workdir: Path) -> tuple[faults.Report, str, str]:
     """The scenario's report, what the fault did, and how it recovered (both in words with figures)."""
-    if name == "redis":
+    if name in ("redis", "redis-pause"):
+        pause = name == "redis-pause"
         server = RedisServer(workdir)
         try:
             server.start()
-            report = faults.redis_restart(rig, server)
+            report = faults.redis_restart(rig, server, pause=pause)
         finally:
             server.close()
         m, t = report.marks, report.tally
         during = t.sent_between(m["down"], m["up"])
+        took = sorted(s.ended - s.sent for s in during.shots) or [0.0]
         did = (
-            f"Redis killed for {m['up'] - m['down']:.1f} s: {during.sent} requests sent meanwhile, "
-            f"{statuses(during)}; /readyz 200 throughout, `degraded` "
-            f"{m['degraded_reported'] - m['down']:.1f} s after the kill"
+            f"Redis {'paused (SIGSTOP)' if pause else 'killed'} for {m['up'] - m['down']:.1f} s: "
+            f"{during.sent} requests sent meanwhile, {statuses(during)} (p50 {took[len(took) // 2]:.2f} s, "
+            f"max {took[-1]:.2f} s); /readyz 200 throughout, `degraded` "
+            f"{m['degraded_reported'] - m['down']:.1f} s after the fault"
         )
         healed = (
             f"/readyz `ok` {m['ok_reported'] - m['up']:.1f} s after Redis was back; cache and key limit "

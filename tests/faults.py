@@ -186,9 +186,12 @@ def _loaded(load: SteadyLoad) -> Iterator[SteadyLoad]:
 
 
 # -- Redis stopped and started again -------------------------------------------------------------------------
-def redis_restart(rig: Rig, server: RedisServer, down_s: float = 4.0, calm_s: float = 2.0) -> Report:
+def redis_restart(
+    rig: Rig, server: RedisServer, down_s: float = 4.0, calm_s: float = 2.0, pause: bool = False
+) -> Report:
     """Goals reads through the cache (30 s, a few queries in turn) and adds, with Redis shared by two workers;
-    Redis is killed (SIGKILL, no persistence: it comes back empty) and started again on the same port."""
+    Redis is killed (SIGKILL, no persistence: it comes back empty) and started again on the same port, or,
+    with `pause`, stopped with SIGSTOP and continued (it hangs: connections neither answer nor close)."""
     rig.reset_sandbox()
     shared = redis.Redis.from_url(server.url(0), socket_timeout=2)
     shared.flushdb()
@@ -198,7 +201,7 @@ def redis_restart(rig: Rig, server: RedisServer, down_s: float = 4.0, calm_s: fl
     workers = app.worker_pids()
     # The job worker too: its queue is in Redis.
     worker = rig.worker(environ)
-    report = Report("redis", Tally())
+    report = Report("redis-pause" if pause else "redis", Tally())
     make = rotate([("find", find(key, 5)), ("find", find(key, 5)), ("add", add(key))])
     load = SteadyLoad(app.url, make, rate=15, threads=4)
     readiness: list[tuple[float, int, str]] = []
@@ -214,11 +217,17 @@ def redis_restart(rig: Rig, server: RedisServer, down_s: float = 4.0, calm_s: fl
             _sleep(calm_s)
             report.seen["redis_before"] = probe()
             report.marks["down"] = time.monotonic()
-            server.stop()
+            if pause:
+                server.pause()
+            else:
+                server.stop()
             wait_until(lambda: probe().startswith("degraded"), 10, 0.2, "/readyz to report Redis degraded")
             report.marks["degraded_reported"] = time.monotonic()
             _sleep(down_s)
-            server.start()
+            if pause:
+                server.resume()
+            else:
+                server.start()
             report.marks["up"] = time.monotonic()
             wait_until(lambda: probe() == "ok", 10, 0.2, "/readyz to report Redis ok again")
             report.marks["ok_reported"] = time.monotonic()

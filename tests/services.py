@@ -86,6 +86,15 @@ class RedisServer:
             self.proc = None
         wait_until(lambda: not _answers(self.port), 5, what=f"port {self.port} to close")
 
+    def pause(self) -> None:
+        """Hung, as behind a network partition: connections stay open and nothing answers (SIGSTOP)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def close(self) -> None:
         self.stop()
 
