@@ -351,9 +351,12 @@ def request_json() -> object | None:
 
 
 def envelope(err: ApiError) -> Response:
+    # `errorCode` repeats the status, as Pipedrive's own errors (401, 403, 429...) carry it: its official
+    # SDKs reject with the response body alone, so the body is where their callers read the status from.
     body = {
         "success": False,
         "error": err.message,
+        "errorCode": err.status,
         "error_info": err.error_info,
         "code": err.code,
         "details": err.details,

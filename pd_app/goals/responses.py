@@ -375,6 +375,11 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
         "properties": {
             "success": {"type": "boolean", "const": False},
             "error": {"type": "string", "description": "What went wrong, for people."},
+            "errorCode": {
+                "type": "integer",
+                "description": "The HTTP status again, as Pipedrive's errors carry it (its SDKs pass on "
+                "only the body).",
+            },
             "error_info": {"type": "string", "description": "What to do about it."},
             "code": {"type": "string", "enum": list(ERROR_CODES)},
             "details": {"type": "array", "items": {"$ref": "#/components/schemas/ErrorDetail"}},
@@ -400,6 +405,7 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
 VALIDATION_EXAMPLE = {
     "success": False,
     "error": "The request has 2 problems.",
+    "errorCode": 400,
     "error_info": "Fix each entry of `details` and send it again.",
     "code": "validation_failed",
     "details": [
