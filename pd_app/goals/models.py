@@ -24,11 +24,11 @@ from .fields import (
     GoalTypeName,
     IdList,
     Interval,
-    Number,
     PositiveId,
     QueryBool,
     QueryId,
     QueryIdList,
+    QueryNumber,
     Target,
     Title,
     TrackingMetric,
@@ -256,7 +256,7 @@ class FindGoalsQuery(QueryModel):
     assignee_type: AssigneeType = Field(
         None, alias="assignee.type", description="The assignee type." + _EVERYONE
     )
-    target: Number = Field(None, alias="expected_outcome.target", description="The target." + _EVERYONE)
+    target: QueryNumber = Field(None, alias="expected_outcome.target", description="The target." + _EVERYONE)
     tracking_metric: TrackingMetric = Field(
         None, alias="expected_outcome.tracking_metric", description="The tracking metric." + _EVERYONE
     )
