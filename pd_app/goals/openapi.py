@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from ..proxy import idempotency
-from ..settings_page.openapi import SETTINGS_SCHEMAS, settings_paths
+from ..settings_page.openapi import settings_paths, settings_schemas
 from .fields import GoalId
 from .models import AddGoalRequest, FindGoalsQuery, GoalResultsQuery, QueryModel, UpdateGoalRequest
 from .responses import ERROR_RESPONSES, IDEMPOTENT_REPLAYED, RESPONSE_SCHEMAS, RETRY_AFTER, VALIDATION_EXAMPLE
@@ -146,7 +146,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
     find_parameters = _query_parameters(FindGoalsQuery, schemas)
     results_parameters = _query_parameters(GoalResultsQuery, schemas)
     schemas.update(RESPONSE_SCHEMAS)
-    schemas.update(SETTINGS_SCHEMAS)
+    schemas.update(settings_schemas())
 
     goal_id = {"$ref": "#/components/parameters/GoalId"}
     reads = ("400", "401", "402", "403", "409", "429", "500", "502", "503")

@@ -262,7 +262,7 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
             "events": {
                 "type": "array",
                 "minItems": 1,
-                "uniqueItems": True,
+                "description": "The events to deliver; a name given twice counts once.",
                 "items": {"type": "string", "enum": list(EVENT_TYPES)},
             },
         },

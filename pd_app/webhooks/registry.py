@@ -94,26 +94,24 @@ def add(
     """Register a webhook; returns it and its signing secret (the only time the secret is available in
     clear outside a delivery)."""
     url, chosen = validate(url, events, production=production)
-    count = session.scalar(select(func.count()).where(Webhook.company_id == company_id)) or 0
-    if count >= MAX_PER_COMPANY:
-        raise InvalidWebhook(
-            [
-                {
-                    "field": "url",
-                    "message": f"A company may have at most {MAX_PER_COMPANY} webhooks; remove one first.",
-                    "code": "too_many",
-                }
-            ]
-        )
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    with db.transaction(session):
+    # The count and the insert in one transaction that holds the write lock from its start (SQLite's BEGIN
+    # IMMEDIATE): on the request's session, a read begun before another request's commit could never write
+    # on SQLite ("database is locked", 503) when two adds met (tests/test_fuzz.py found it).
+    db.end_read(session)
+    with db.locking_session() as locked:
+        count = locked.scalar(select(func.count()).where(Webhook.company_id == company_id)) or 0
+        if count >= MAX_PER_COMPANY:
+            message = f"A company may have at most {MAX_PER_COMPANY} webhooks; remove one first."
+            raise InvalidWebhook([{"field": "url", "message": message, "code": "too_many"}])
         hook = Webhook(
             company_id=company_id, url=url, events=chosen, secret_enc="-", created_by=created_by[:64]
         )
-        session.add(hook)
-        session.flush()  # the id the secret is bound to
+        locked.add(hook)
+        locked.flush()  # the id the secret is bound to
         owner, field = _binding(hook)
         hook.secret_enc = cipher().encrypt(owner, field, secret)
+        locked.commit()
     audit("webhook_added", webhook_id=hook.id, company_id=company_id, events=chosen, by=created_by)
     return hook, secret
 
