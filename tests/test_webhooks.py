@@ -270,8 +270,9 @@ def test_an_event_named_twice_counts_once_as_the_document_says(app, client, key)
 
 def test_concurrent_registrations_never_meet_a_locked_database(app, key):
     """Found by tests/test_fuzz.py: on SQLite two adds at once answered 503 ("database is locked"), the
-    count's read transaction unable to write after the other's commit. Over a threaded server, 30 adds at
-    once: 20 created (the company's limit), 10 refused as too many, none locked out."""
+    count's read transaction unable to write after the other's commit; on PostgreSQL both counted and the
+    company passed its limit. Over a threaded server, 30 adds at once: exactly 20 created (the company's
+    limit), 10 refused as too many, none locked out."""
     server = LiveServer(app)
     try:
 
