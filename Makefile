@@ -31,8 +31,9 @@ lock:
 	rm -rf .lock-venv
 
 # The front-end dependencies, exactly as package-lock.json pins them: the panel's SDK (@pipedrive/app-extensions-sdk)
-# and the API docs viewer (swagger-ui-dist), which the app serves from node_modules (no CDN), and axe-core, the
-# browser tests' accessibility check. All ship prebuilt files: no install script runs (swagger-ui-dist's
+# and the API docs viewer (swagger-ui-dist), which the app serves from node_modules (no CDN); axe-core, the
+# browser tests' accessibility check; pipedrive, Pipedrive's official Node.js client, which
+# tests/test_official_node_client.py runs against the app. All ship prebuilt files: no install script runs (swagger-ui-dist's
 # dependency @scarf/scarf would otherwise report the install to its vendor).
 node_modules/.installed: package.json package-lock.json
 	$(NPM) ci --no-audit --no-fund --ignore-scripts

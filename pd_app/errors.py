@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from .auth import NotAuthenticated, ScopeTooNarrow
 from .bodies import InvalidFields
+from .gunicorn_errors import CODES as GUNICORN_CODES
 from .keys import KeyNotFound
 from .pipedrive.api import (
     AccountInactive,
@@ -326,6 +327,8 @@ def error_codes_by_status() -> dict[int, list[str]]:
     pairs = set(REQUEST_ERRORS) | {(status, code) for status, code in _HTTP_CODES.items()}
     pairs |= {(spec.status, spec.code) for spec in DOMAIN_ERRORS.values()}
     pairs.add((502, "outcome_unknown"))  # OutcomeUnknown's status for a write that got a 5xx
+    # What gunicorn itself answers before the app runs (an over-long URL, oversized headers), in the envelope.
+    pairs |= {(status, code) for status, code in GUNICORN_CODES.items() if status in (414, 431)}
     by_status: dict[int, list[str]] = {}
     for status, code in sorted(pairs):
         by_status.setdefault(status, []).append(code)
@@ -352,9 +355,12 @@ def request_json() -> object | None:
 
 
 def envelope(err: ApiError) -> Response:
+    # `errorCode` repeats the status, as Pipedrive's own errors (401, 403, 429...) carry it: its official
+    # SDKs reject with the response body alone, so the body is where their callers read the status from.
     body = {
         "success": False,
         "error": err.message,
+        "errorCode": err.status,
         "error_info": err.error_info,
         "code": err.code,
         "details": err.details,

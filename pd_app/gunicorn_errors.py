@@ -28,6 +28,7 @@ def write_error(sock: socket.socket, status_int: int, reason: str, mesg: str) ->
         {
             "success": False,
             "error": reason,
+            "errorCode": status_int,
             "error_info": HINTS.get(status_int, "Check the request against /api/openapi.json."),
             "code": CODES.get(status_int, "server_error" if status_int >= 500 else "bad_request"),
             "details": [],

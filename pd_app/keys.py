@@ -5,6 +5,8 @@ apply the same defaults and write the same audit lines."""
 
 from __future__ import annotations
 
+import functools
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +23,39 @@ from .proxy.cors import normalize_origin
 
 MAX_NAME = 200
 MAX_ORIGINS = 20
+# What a key's name may not hold: control and formatting characters (a terminal escape, a bidirectional
+# override that reorders what `keys list` shows), line and paragraph separators, lone surrogates.
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _class_of(categories: frozenset[str]) -> str:
+    """A regular-expression class body listing every code point of these Unicode categories (surrogates
+    left out: no regular expression engine of a JSON Schema validator takes them, and no JSON text produces
+    one that is not refused here anyway)."""
+    ranges: list[tuple[int, int]] = []
+    for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF or unicodedata.category(chr(code)) not in categories:
+            continue
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+
+    def char(code: int) -> str:
+        return f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}"
+
+    return "".join(char(a) if a == b else f"{char(a)}-{char(b)}" for a, b in ranges)
+
+
+@functools.cache
+def name_pattern() -> str:
+    """The name rule above as the OpenAPI document states it: none of those characters, and at least one
+    that is not a space (surrounding spaces are trimmed)."""
+    hidden = _class_of(HIDDEN_CATEGORIES)
+    blank = _class_of(HIDDEN_CATEGORIES | {"Zs"})
+    return f"^[^{hidden}]*[^{blank}][^{hidden}]*$"
+
+
 MAX_ID = 2**31 - 1  # an integer column: a larger id names no key (and would not fit the query)
 
 
@@ -51,12 +86,14 @@ def validate(name: object, scope: object = None, origins: object = None) -> KeyR
     clean_name = name.strip() if isinstance(name, str) else ""
     if not isinstance(name, str):
         problems.append(_problem("name", "name is required: who the key is for.", "required"))
-    elif not 0 < len(clean_name) <= MAX_NAME:
+    elif not clean_name or len(name) > MAX_NAME:
         problems.append(_problem("name", f"name must be 1-{MAX_NAME} characters.", "invalid_length"))
-    elif not clean_name.isprintable():
-        problems.append(_problem("name", "name must not contain control characters.", "invalid"))
+    elif any(unicodedata.category(c) in HIDDEN_CATEGORIES for c in name):
+        problems.append(
+            _problem("name", "name must not contain control or formatting characters.", "invalid")
+        )
     chosen: list[str] = []
-    if origins is None:
+    if origins is None:  # JSON's null, or not given
         origins = []
     if not isinstance(origins, list | tuple):
         problems.append(_problem("origins", "origins must be a list of web origins.", "invalid_type"))

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 
 import pytest
 from werkzeug.datastructures import MultiDict
@@ -13,6 +14,7 @@ from pd_app.goals import (
     INTERVALS,
     TRACKING_METRICS,
     ValidationFailed,
+    fields,
     openapi_document,
     validate_add,
     validate_find,
@@ -86,7 +88,10 @@ BAD_REQUESTS = [
     ("add", changed({"assignee.id": "-1"}), "assignee.id", "invalid_type"),
     ("add", changed({"assignee.id": "seven"}), "assignee.id", "invalid_type"),
     ("add", changed({"assignee.id": 2**31}), "assignee.id", "too_large"),
-    ("add", changed({"assignee.id": 7.0}), "assignee.id", "invalid_type"),
+    ("add", changed({"assignee.id": 7.5}), "assignee.id", "invalid_type"),
+    ("add", changed({"assignee.id": "0"}), "assignee.id", "invalid_type"),
+    ("add", changed({"assignee.id": "07"}), "assignee.id", "invalid_type"),
+    ("add", changed({"assignee.id": "2147483648"}), "assignee.id", "invalid_type"),
     ("add", changed({"assignee.type": "user"}), "assignee.type", "invalid_choice"),
     ("add", changed({"assignee.type": DROP}), "assignee.type", "required"),
     # addGoal: type and its params
@@ -116,6 +121,7 @@ BAD_REQUESTS = [
     ("add", changed({"expected_outcome.target": "-1"}), "expected_outcome.target", "invalid_type"),
     ("add", changed({"expected_outcome.target": "fifty"}), "expected_outcome.target", "invalid_type"),
     ("add", changed({"expected_outcome.target": "1e3"}), "expected_outcome.target", "invalid_type"),
+    ("add", changed({"expected_outcome.target": "1" + "0" * 15}), "expected_outcome.target", "invalid_type"),
     ("add", changed({"expected_outcome.target": 1e16}), "expected_outcome.target", "too_large"),
     ("add", changed({"expected_outcome.target": True}), "expected_outcome.target", "invalid_type"),
     ("add", changed({"expected_outcome.target": float("nan")}), "expected_outcome.target", "invalid_type"),
@@ -196,7 +202,7 @@ BAD_REQUESTS = [
     ("find", [("assignee.id", "0")], "assignee.id", "too_small"),
     ("find", [("assignee.id", "1"), ("assignee.id", "2")], "assignee.id", "duplicate"),
     ("find", [("assignee.type", "user")], "assignee.type", "invalid_choice"),
-    ("find", [("expected_outcome.target", "-5")], "expected_outcome.target", "invalid_type"),
+    ("find", [("expected_outcome.target", "-5")], "expected_outcome.target", "too_small"),
     (
         "find",
         [("expected_outcome.tracking_metric", "count")],
@@ -342,8 +348,52 @@ def test_add_normalizes_strings_the_spec_shows_into_numbers():
     assert validate_add(body) == changed({"assignee.id": 1, "expected_outcome.target": 50})
 
 
+# Found by tests/test_fuzz.py: JSON Schema's integer includes 7.0, and a string id's documented pattern now
+# says exactly which strings are taken (1 to 2**31 - 1, no leading zero), as the string target's does.
+def test_ids_are_integers_as_json_schema_counts_them():
+    body = changed(
+        {
+            "assignee.id": 7.0,
+            "type.name": "deals_progressed",
+            "type.params.stage_id": 3.0,
+            "type.params.pipeline_id": [1.0, 2],
+            "expected_outcome.currency_id": 2.0,
+        }
+    )
+    normalized = validate_add(body)
+    assert normalized["assignee"]["id"] == 7 and type(normalized["assignee"]["id"]) is int
+    assert normalized["type"]["params"] == {"stage_id": 3, "pipeline_id": [1, 2]}
+    assert type(normalized["expected_outcome"]["currency_id"]) is int
+
+
 @pytest.mark.parametrize(
-    ("target", "sent"), [("50", 50), ("12.50", 12.5), (50.0, 50), (0, 0), (12.25, 12.25), (10**15, 10**15)]
+    "given", ["1", "9", "10", "1999999999", "2147483647", "0", "01", "2147483648", "-1", "1.0"]
+)
+def test_a_string_id_is_taken_exactly_when_the_documented_pattern_matches(given):
+    pattern = re.compile(fields.ID_STRING_PATTERN)
+    try:
+        validate_add(changed({"assignee.id": given}))
+        accepted = True
+    except ValidationFailed:
+        accepted = False
+    assert (
+        accepted
+        is bool(pattern.search(given))
+        is (given.isdigit() and given[0] != "0" and int(given) < 2**31)
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "sent"),
+    [
+        ("50", 50),
+        ("12.50", 12.5),
+        (50.0, 50),
+        (0, 0),
+        (12.25, 12.25),
+        (10**15, 10**15),
+        ("999999999999999.5", 999999999999999.5),
+    ],
 )
 def test_targets_become_json_numbers(target, sent):
     normalized = validate_add(changed({"expected_outcome.target": target}))
@@ -475,6 +525,23 @@ def test_find_normalizes_the_query():
         ("period.start", "2025-01-01"),
         ("period.end", "2025-01-01"),
     ]
+
+
+# Found by tests/test_fuzz.py: a number in a query string may come in a float's own notation.
+@pytest.mark.parametrize(
+    ("given", "sent"), [("2.5e-05", "0.000025"), ("1e3", "1000"), ("1E+2", "100"), ("7", "7"), ("0.0", "0")]
+)
+def test_find_takes_a_target_in_any_json_number_notation(given, sent):
+    assert validate_find(MultiDict([("expected_outcome.target", given)])) == [
+        ("expected_outcome.target", sent)
+    ]
+
+
+@pytest.mark.parametrize("given", ["1e16", "-1", "1e", ".5", "0x10", "inf", "1e1000"])
+def test_find_refuses_a_target_that_is_no_number_or_out_of_range(given):
+    with pytest.raises(ValidationFailed) as caught:
+        validate_find(MultiDict([("expected_outcome.target", given)]))
+    assert [d["field"] for d in caught.value.details] == ["expected_outcome.target"]
 
 
 @pytest.mark.parametrize(

@@ -362,4 +362,5 @@ def test_gunicorns_own_refusals_are_envelopes(tmp_path, clean_db, sandbox_server
         assert resp.headers["Content-Type"] == "application/json"
         body = resp.json()
         assert body["success"] is False and body["code"] == code and body["error_info"]
+        assert body["errorCode"] == status
     assert long_id.status_code == 401 and long_id.json()["code"] == "unauthorized"

@@ -218,6 +218,7 @@ def test_requests_without_a_valid_credential_are_refused(client, key, sandbox, h
     assert resp.status_code == 401
     body = resp.get_json()
     assert body["code"] == "unauthorized" and body["success"] is False and body["error_info"]
+    assert body["errorCode"] == 401  # as in Pipedrive's 401, where its SDKs' callers read the status
     assert api_calls(sandbox) == 0
 
 

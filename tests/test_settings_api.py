@@ -15,8 +15,9 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from pd_app import create_app
+from pd_app import create_app, keys
 from pd_app.db import get_session
+from pd_app.goals import openapi_document
 from pd_app.models import BudgetDay, Installation, PartnerKey, utcnow
 
 from .conftest import app_environ, close_app
@@ -314,6 +315,75 @@ def test_bad_key_requests_are_400_with_each_problem_named(client, acme, app, bod
     ]
     with app.app_context():
         assert get_session().scalars(select(PartnerKey)).all() == []
+
+
+# Found by tests/test_fuzz.py: the document allowed names and origins the validator refused, and refused a
+# null scope the validator took. Now one rule each, in both: a pattern the validator itself applies.
+NAMES = [
+    "Sales dashboard",
+    " padded ",
+    "Zoë's \u00a0board",
+    "\u00a0",
+    "  ",
+    "zero\u200bwidth",
+    "a\u2028b",
+    "bell\x07",
+    "\u202eevil",
+    "x" * 200,
+    "x" * 201,
+    "\U0001f600",
+]
+ORIGINS = [
+    "https://dash.example.com",
+    "http://localhost:3000",
+    "https://a.b.c/",
+    "HTTPS://dash.example.com",
+    " https://dash.example.com",
+    "https://dash.example.com:65535",
+    "https://dash.example.com:65536",
+    "https://dash.example.com:0",
+    "https://under_score.example.com",
+    "https://x.example.com/path",
+    "https://[::1]",
+    "https://dash.example.com.",
+    "https://-dash.example.com",
+    "ftp://x.example",
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_name_is_taken_exactly_when_the_document_says_so(name, document_schemas):
+    rule = document_schemas["KeyRequest"]["properties"]["name"]
+    documented = 1 <= len(name) <= rule["maxLength"] and re.search(rule["pattern"], name) is not None
+    try:
+        keys.validate(name)
+        accepted = True
+    except keys.InvalidKey:
+        accepted = False
+    assert accepted is documented
+
+
+@pytest.mark.parametrize("origin", ORIGINS)
+def test_an_origin_is_taken_exactly_when_the_document_says_so(origin, document_schemas):
+    pattern = document_schemas["KeyRequest"]["properties"]["origins"]["items"]["pattern"]
+    try:
+        keys.validate("k", origins=[origin])
+        accepted = True
+    except keys.InvalidKey:
+        accepted = False
+    assert accepted is (re.search(pattern, origin) is not None)
+
+
+def test_a_null_scope_or_origins_is_the_default_as_documented(client, acme, document_schemas):
+    request = document_schemas["KeyRequest"]["properties"]
+    assert None in request["scope"]["enum"] and "null" in request["origins"]["type"]
+    resp = create(client, {"name": "k", "scope": None, "origins": None})
+    assert resp.status_code == 201 and resp.get_json()["data"]["scope"] == "full"
+
+
+@pytest.fixture(scope="module")
+def document_schemas():
+    return openapi_document("http://app.localhost")["components"]["schemas"]
 
 
 def test_every_problem_is_named_at_once(client, acme):

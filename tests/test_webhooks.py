@@ -15,11 +15,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import requests
 from flask import Flask
 from sqlalchemy import select, update
 
@@ -30,7 +32,7 @@ from pd_app.models import Installation, Webhook, WebhookAttempt, WebhookDelivery
 from pd_app.tokens.store import save_grant
 from pd_app.webhooks import delivery, events, registry, safety
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, ENCRYPTION_KEY, app_environ, close_app
+from .conftest import CLIENT_ID, CLIENT_SECRET, ENCRYPTION_KEY, LiveServer, app_environ, close_app
 from .procs import ROOT, Proc, wait_until
 
 HOOKS = "/api/v1/app/webhooks"
@@ -256,6 +258,40 @@ def test_delete_removes_the_webhook_and_its_pending_deliveries(app, client, key)
     assert rows(app, Webhook) == [] and rows(app, WebhookDelivery) == []
     assert client.delete(f"{HOOKS}/{hook_id}", headers=auth(key)).status_code == 404
     assert client.delete(f"{HOOKS}/abc", headers=auth(key)).status_code == 404
+
+
+def test_an_event_named_twice_counts_once_as_the_document_says(app, client, key):
+    # Found by tests/test_fuzz.py: the document said uniqueItems, the API took duplicates; it takes them.
+    events_schema = app.test_client().get("/api/openapi.json").get_json()["components"]["schemas"]
+    assert "uniqueItems" not in events_schema["WebhookRequest"]["properties"]["events"]
+    resp = register(client, key, "https://partner.example.com/hooks", ["goal.reached", "goal.reached"])
+    assert resp.status_code == 201 and resp.get_json()["data"]["events"] == ["goal.reached"]
+
+
+def test_concurrent_registrations_never_meet_a_locked_database(app, key):
+    """Found by tests/test_fuzz.py: on SQLite two adds at once answered 503 ("database is locked"), the
+    count's read transaction unable to write after the other's commit; on PostgreSQL both counted and the
+    company passed its limit. Over a threaded server, 30 adds at once: exactly 20 created (the company's
+    limit), 10 refused as too many, none locked out."""
+    server = LiveServer(app)
+    try:
+
+        def add(i: int) -> tuple[int, str | None]:
+            resp = requests.post(
+                server.url + "/api/v1/app/webhooks",
+                headers=auth(key),
+                json={"url": f"https://hooks.example.com/{i}", "events": ["goal.reached"]},
+                timeout=30,
+            )
+            return resp.status_code, (resp.json().get("details") or [{}])[0].get("code")
+
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(add, range(registry.MAX_PER_COMPANY + 10)))
+    finally:
+        server.stop()
+    assert outcomes.count((201, None)) == registry.MAX_PER_COMPANY
+    assert [o for o in outcomes if o[0] != 201] == [(400, "too_many")] * 10
+    assert len(rows(app, Webhook)) == registry.MAX_PER_COMPANY
 
 
 def test_cli_add_list_remove(app, receiver):

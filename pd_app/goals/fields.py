@@ -39,15 +39,37 @@ MAX_TARGET = 10**15
 MAX_ITEMS = 100
 MAX_TITLE = 255
 
+
+def numerals_up_to(limit: int) -> str:
+    """A regular expression (JSON Schema's and Python's) of the decimal numerals of 1..limit, no leading zero:
+    the document's pattern for an id given as a string says exactly which strings the validator takes."""
+    digits = str(limit)
+    alternatives = ["[1-9]" + (f"[0-9]{{{n - 1}}}" if n > 1 else "") for n in range(1, len(digits))]
+    for i, digit in enumerate(digits):  # as long as limit: its first i digits, a smaller one, any rest
+        low, high, rest = (1 if i == 0 else 0), int(digit) - 1, len(digits) - i - 1
+        if high >= low:
+            smaller = str(low) if low == high else f"[{low}-{high}]"
+            alternatives.append(digits[:i] + smaller + (f"[0-9]{{{rest}}}" if rest else ""))
+    alternatives.append(digits)
+    return "^(?:" + "|".join(alternatives) + ")$"
+
+
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 GOAL_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-DIGITS_PATTERN = r"^[0-9]{1,10}$"
-DECIMAL_PATTERN = r"^[0-9]{1,16}(\.[0-9]{1,10})?$"
+DIGITS_PATTERN = r"^[0-9]{1,10}$"  # a query string's id: its value is then checked as a number
+ID_STRING_PATTERN = numerals_up_to(MAX_ID)  # a body's id given as a string: 1..MAX_ID exactly
+# A body's target given as a string: at most 15 digits before the point, so never over MAX_TARGET.
+DECIMAL_PATTERN = r"^[0-9]{1,15}(\.[0-9]{1,10})?$"
+# A query string's number: what a JSON number looks like (a client's float may come as 2.5e-05).
+QUERY_NUMBER_PATTERN = r"^-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?$"
 # Python's re: explicit ASCII classes, used with fullmatch (no "$"-before-newline surprise).
 _DATE_RE = re.compile(DATE_PATTERN.strip("^$"))
 _GOAL_ID_RE = re.compile(GOAL_ID_PATTERN.strip("^$"))
 _DIGITS_RE = re.compile(DIGITS_PATTERN.strip("^$"))
+_ID_STRING_RE = re.compile(ID_STRING_PATTERN.strip("^$"))
 _DECIMAL_RE = re.compile(DECIMAL_PATTERN.strip("^$"))
+_QUERY_NUMBER_RE = re.compile(QUERY_NUMBER_PATTERN.strip("^$"))
+
 
 GoalTypeName = Literal[GOAL_TYPES]
 AssigneeType = Literal[ASSIGNEE_TYPES]
@@ -61,8 +83,27 @@ def _digits_to_int(value: Any) -> Any:
     return value
 
 
+def _id_string_to_int(value: Any) -> Any:
+    if isinstance(value, str) and _ID_STRING_RE.fullmatch(value):
+        return int(value)
+    return value
+
+
+def _integral_to_int(value: Any) -> Any:
+    # JSON Schema's integer is any number without a fractional part: 30805686.0 is one.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _decimal_to_number(value: Any) -> Any:
     if isinstance(value, str) and _DECIMAL_RE.fullmatch(value):
+        return float(value)
+    return value
+
+
+def _query_number(value: Any) -> Any:
+    if isinstance(value, str) and _QUERY_NUMBER_RE.fullmatch(value):
         return float(value)
     return value
 
@@ -126,25 +167,27 @@ def is_date(value: Any) -> bool:
 
 # Field constraints come before any BeforeValidator so that they bind to the number itself and reach the JSON
 # Schema as minimum/maximum.
-PositiveId = Annotated[int, Field(ge=1, le=MAX_ID)]
+PositiveId = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_integral_to_int)]
 # The spec's own example sends assignee.id as "1": accept a digit string, normalize to an int.
 AssigneeId = Annotated[
     PositiveId,
-    BeforeValidator(_digits_to_int),
-    Field(json_schema_extra=_or_string(DIGITS_PATTERN, "The same id as a digit string.")),
+    BeforeValidator(_id_string_to_int),
+    Field(json_schema_extra=_or_string(ID_STRING_PATTERN, "The same id as a digit string.")),
 ]
 IdList = Annotated[list[PositiveId], Field(max_length=MAX_ITEMS), BeforeValidator(_at_most_items)]
 Number = Annotated[
     float,
     Field(ge=0, le=MAX_TARGET, allow_inf_nan=False),
-    BeforeValidator(_decimal_to_number),
     AfterValidator(_integral),
     PlainSerializer(_integral),
 ]
 # The spec's description shows target as "50": accept a decimal string, normalize to a number.
 Target = Annotated[
-    Number, Field(json_schema_extra=_or_string(DECIMAL_PATTERN, "The same number as a decimal string."))
+    Number,
+    BeforeValidator(_decimal_to_number),
+    Field(json_schema_extra=_or_string(DECIMAL_PATTERN, "The same number as a decimal string.")),
 ]
+QueryNumber = Annotated[Number, BeforeValidator(_query_number)]
 DateStr = Annotated[str, AfterValidator(_calendar_date), Field(json_schema_extra={"format": "date"})]
 Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE), AfterValidator(_not_blank)]
 GoalId = Annotated[str, AfterValidator(_goal_id), Field(json_schema_extra={"pattern": GOAL_ID_PATTERN})]

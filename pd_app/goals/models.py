@@ -24,11 +24,11 @@ from .fields import (
     GoalTypeName,
     IdList,
     Interval,
-    Number,
     PositiveId,
     QueryBool,
     QueryId,
     QueryIdList,
+    QueryNumber,
     Target,
     Title,
     TrackingMetric,
@@ -163,7 +163,7 @@ class Duration(RequestModel):
 
     start: DateStr = Field(description="The first day of the goal (YYYY-MM-DD).")
     end: DateStr | None = Field(
-        description="The last day of the goal (YYYY-MM-DD), or null for an open-ended goal."
+        description="The last day of the goal (YYYY-MM-DD), not before `start`; null for an open-ended goal."
     )
 
     @classmethod
@@ -256,7 +256,7 @@ class FindGoalsQuery(QueryModel):
     assignee_type: AssigneeType = Field(
         None, alias="assignee.type", description="The assignee type." + _EVERYONE
     )
-    target: Number = Field(None, alias="expected_outcome.target", description="The target." + _EVERYONE)
+    target: QueryNumber = Field(None, alias="expected_outcome.target", description="The target." + _EVERYONE)
     tracking_metric: TrackingMetric = Field(
         None, alias="expected_outcome.tracking_metric", description="The tracking metric." + _EVERYONE
     )
@@ -284,7 +284,7 @@ class FindGoalsQuery(QueryModel):
     period_end: DateStr = Field(
         None,
         alias="period.end",
-        description="The last day of the period to find goals in; needs period.start.",
+        description="The last day of the period to find goals in: needs period.start, not before it.",
     )
 
 
@@ -295,5 +295,6 @@ class GoalResultsQuery(QueryModel):
         alias="period.start", description="The first day of the period; not before the goal's start."
     )
     period_end: DateStr = Field(
-        alias="period.end", description="The last day of the period; not after the goal's end."
+        alias="period.end",
+        description="The last day of the period, not before period.start; not after the goal's end.",
     )

@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from ..proxy import idempotency
-from ..settings_page.openapi import SETTINGS_SCHEMAS, settings_paths
+from ..settings_page.openapi import settings_paths, settings_schemas
 from .fields import GoalId
 from .models import AddGoalRequest, FindGoalsQuery, GoalResultsQuery, QueryModel, UpdateGoalRequest
 from .responses import ERROR_RESPONSES, IDEMPOTENT_REPLAYED, RESPONSE_SCHEMAS, RETRY_AFTER, VALIDATION_EXAMPLE
@@ -146,7 +146,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
     find_parameters = _query_parameters(FindGoalsQuery, schemas)
     results_parameters = _query_parameters(GoalResultsQuery, schemas)
     schemas.update(RESPONSE_SCHEMAS)
-    schemas.update(SETTINGS_SCHEMAS)
+    schemas.update(settings_schemas())
 
     goal_id = {"$ref": "#/components/parameters/GoalId"}
     reads = ("400", "401", "402", "403", "409", "429", "500", "502", "503")
@@ -210,7 +210,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 "summary": "The caller's installation",
                 "description": "Company, user, status, scopes and last known rate-limit figures. No token.",
                 "responses": _responses(
-                    "#/components/schemas/InstallationResponse", "401", "403", "409", "500"
+                    "#/components/schemas/InstallationResponse", "401", "409", "429", "500", "503"
                 ),
             }
         },
@@ -221,7 +221,8 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 "tags": ["App"],
                 "summary": "A goal's progress over time",
                 "description": "From the app's own daily snapshots (taken by its worker), oldest first. "
-                "Sends nothing to Pipedrive (no token cost). Default window: the last 90 days.",
+                "Sends nothing to Pipedrive (no token cost). Default window: the last 90 days; `from` not "
+                "after `to`, at most 3660 days apart (`to` defaults to today).",
                 "parameters": [
                     {
                         "in": "query",
@@ -236,7 +237,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                     )
                 ],
                 "responses": _responses(
-                    "#/components/schemas/GoalHistoryResponse", "400", "401", "403", "429", "500"
+                    "#/components/schemas/GoalHistoryResponse", "400", "401", "429", "500", "503"
                 ),
             },
         },
@@ -246,7 +247,8 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 "tags": ["App"],
                 "summary": "Register a webhook",
                 "description": "Scope full. The answer carries the signing secret: the only time it is "
-                "shown. In production the URL must be https:// and resolve to public addresses only.",
+                "shown. In production the URL must be https:// and resolve to public addresses only. A "
+                "company may have at most 20 webhooks.",
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -268,6 +270,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                     "415",
                     "429",
                     "500",
+                    "503",
                 ),
             },
             "get": {
@@ -276,7 +279,9 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 "summary": "The company's webhooks",
                 "description": "Scope full. Each with its health (`failing`) and its last delivery attempts; "
                 "never its secret.",
-                "responses": _responses("#/components/schemas/WebhooksResponse", "401", "403", "429", "500"),
+                "responses": _responses(
+                    "#/components/schemas/WebhooksResponse", "401", "403", "429", "500", "503"
+                ),
             },
         },
         "/api/v1/app/webhooks/{id}": {
@@ -295,7 +300,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                 "summary": "Remove a webhook",
                 "description": "Scope full. Its pending deliveries go with it.",
                 "responses": _responses(
-                    "#/components/schemas/WebhookDeletedResponse", "401", "403", "404", "429", "500"
+                    "#/components/schemas/WebhookDeletedResponse", "401", "403", "404", "429", "500", "503"
                 ),
             },
         },
@@ -328,6 +333,13 @@ def openapi_document(public_url: str) -> dict[str, Any]:
         )
     )
     paths.update(settings_paths(_responses, _created))
+    # The server answers these before the app runs, whatever the path: a request line or headers too large.
+    for item in paths.values():
+        for method, operation in item.items():
+            if method != "parameters":
+                for status in ("414", "431"):
+                    ref = f"#/components/responses/{ERROR_RESPONSES[status][0]}"
+                    operation["responses"][status] = {"$ref": ref}
     for path, method in (
         ("/api/v1/goals", "post"),
         ("/api/v1/goals/{id}", "put"),

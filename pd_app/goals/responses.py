@@ -32,10 +32,15 @@ _ERROR_DOCS = {
         "this `Idempotency-Key` is still running: send it again after `Retry-After` seconds.",
     ),
     413: ("PayloadTooLarge", "The request body is too large."),
+    414: ("UriTooLong", "The URL is longer than the server takes (answered before the app runs)."),
     415: ("UnsupportedMediaType", "The body is not `application/json`."),
     422: (
         "IdempotencyKeyReused",
         "The `Idempotency-Key` was used for a different request (method, path or body) in the last 24 hours.",
+    ),
+    431: (
+        "HeadersTooLarge",
+        "The request's headers are larger than the server takes (answered before the app runs).",
     ),
     429: (
         "RateLimited",
@@ -95,7 +100,7 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
                         "type": "object",
                         "properties": {
                             "pipeline_id": _ID_LIST,
-                            "stage_id": {"type": "integer"},
+                            "stage_id": {"type": ["integer", "null"]},
                             "activity_type_id": _ID_LIST,
                         },
                     },
@@ -115,7 +120,7 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "target": {"type": "number"},
                     "tracking_metric": {"type": "string"},
-                    "currency_id": {"type": "integer"},
+                    "currency_id": {"type": ["integer", "null"]},
                 },
             },
             "is_active": {"type": "boolean"},
@@ -262,7 +267,7 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
             "events": {
                 "type": "array",
                 "minItems": 1,
-                "uniqueItems": True,
+                "description": "The events to deliver; a name given twice counts once.",
                 "items": {"type": "string", "enum": list(EVENT_TYPES)},
             },
         },
@@ -375,6 +380,11 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
         "properties": {
             "success": {"type": "boolean", "const": False},
             "error": {"type": "string", "description": "What went wrong, for people."},
+            "errorCode": {
+                "type": "integer",
+                "description": "The HTTP status again, as Pipedrive's errors carry it (its SDKs pass on "
+                "only the body).",
+            },
             "error_info": {"type": "string", "description": "What to do about it."},
             "code": {"type": "string", "enum": list(ERROR_CODES)},
             "details": {"type": "array", "items": {"$ref": "#/components/schemas/ErrorDetail"}},
@@ -400,6 +410,7 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
 VALIDATION_EXAMPLE = {
     "success": False,
     "error": "The request has 2 problems.",
+    "errorCode": 400,
     "error_info": "Fix each entry of `details` and send it again.",
     "code": "validation_failed",
     "details": [

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
-from ..keys import MAX_NAME, MAX_ORIGINS
+from ..keys import MAX_NAME, MAX_ORIGINS, name_pattern
 from ..models import KeyScope
+from ..proxy.cors import ORIGIN_PATTERN
 from .overview import BUDGET_DAYS
 
 ADMIN_ONLY = (
@@ -17,7 +19,7 @@ ADMIN_ONLY = (
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 _OK = {"type": "boolean", "const": True}
 
-SETTINGS_SCHEMAS: dict[str, Any] = {
+_SCHEMAS: dict[str, Any] = {
     "KeyRequest": {
         "type": "object",
         "required": ["name"],
@@ -27,18 +29,25 @@ SETTINGS_SCHEMAS: dict[str, Any] = {
                 "type": "string",
                 "minLength": 1,
                 "maxLength": MAX_NAME,
-                "description": "Who it is for.",
+                "pattern": "",  # keys.name_pattern(), filled in by settings_schemas()
+                "description": "Who it is for: no control or formatting characters, not only spaces "
+                "(surrounding spaces are trimmed).",
             },
             "scope": {
-                "enum": list(KeyScope),
-                "description": "Default: `read` when `origins` are given (a browser key is public), else "
-                "`full`.",
+                "enum": [*KeyScope, None],
+                "description": "Default (left out or null): `read` when `origins` are given (a browser key "
+                "is public), else `full`.",
             },
             "origins": {
-                "type": "array",
+                "type": ["array", "null"],
                 "maxItems": MAX_ORIGINS,
-                "items": {"type": "string", "examples": ["https://dashboard.example.com"]},
-                "description": "Web origins (scheme, host, port) that may use the key from a browser (CORS).",
+                "items": {
+                    "type": "string",
+                    "pattern": ORIGIN_PATTERN,
+                    "examples": ["https://dashboard.example.com"],
+                },
+                "description": "Web origins (scheme, host, port) that may use the key from a browser (CORS); "
+                "null is none.",
             },
         },
     },
@@ -171,6 +180,14 @@ SETTINGS_SCHEMAS: dict[str, Any] = {
         },
     },
 }
+
+
+def settings_schemas() -> dict[str, Any]:
+    """The schemas of these endpoints, with the key name's pattern (computed on first use: it lists every
+    code point of a few Unicode categories)."""
+    key_request = copy.deepcopy(_SCHEMAS["KeyRequest"])
+    key_request["properties"]["name"]["pattern"] = name_pattern()
+    return {**_SCHEMAS, "KeyRequest": key_request}
 
 
 def settings_paths(

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from .. import db
@@ -94,28 +94,37 @@ def add(
     """Register a webhook; returns it and its signing secret (the only time the secret is available in
     clear outside a delivery)."""
     url, chosen = validate(url, events, production=production)
-    count = session.scalar(select(func.count()).where(Webhook.company_id == company_id)) or 0
-    if count >= MAX_PER_COMPANY:
-        raise InvalidWebhook(
-            [
-                {
-                    "field": "url",
-                    "message": f"A company may have at most {MAX_PER_COMPANY} webhooks; remove one first.",
-                    "code": "too_many",
-                }
-            ]
-        )
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    with db.transaction(session):
+    # The count and the insert in one transaction that holds the write lock from its start (SQLite's BEGIN
+    # IMMEDIATE): on the request's session, a read begun before another request's commit could never write
+    # on SQLite ("database is locked", 503) when two adds met (tests/test_fuzz.py found it).
+    db.end_read(session)
+    with db.locking_session() as locked:
+        if locked.get_bind().dialect.name == "postgresql":
+            # PostgreSQL's FOR UPDATE cannot lock rows not yet inserted: one add per company at a time, or
+            # two at once both count 19 and the company ends with 21.
+            locked.execute(text("SELECT pg_advisory_xact_lock(:space, :company)"), _lock_key(company_id))
+        count = locked.scalar(select(func.count()).where(Webhook.company_id == company_id)) or 0
+        if count >= MAX_PER_COMPANY:
+            message = f"A company may have at most {MAX_PER_COMPANY} webhooks; remove one first."
+            raise InvalidWebhook([{"field": "url", "message": message, "code": "too_many"}])
         hook = Webhook(
             company_id=company_id, url=url, events=chosen, secret_enc="-", created_by=created_by[:64]
         )
-        session.add(hook)
-        session.flush()  # the id the secret is bound to
+        locked.add(hook)
+        locked.flush()  # the id the secret is bound to
         owner, field = _binding(hook)
         hook.secret_enc = cipher().encrypt(owner, field, secret)
+        locked.commit()
     audit("webhook_added", webhook_id=hook.id, company_id=company_id, events=chosen, by=created_by)
     return hook, secret
+
+
+ADVISORY_LOCK_SPACE = 0x57484B  # "WHK": this module's advisory locks, keyed by company
+
+
+def _lock_key(company_id: int) -> dict[str, int]:
+    return {"space": ADVISORY_LOCK_SPACE, "company": company_id % 2**31}
 
 
 MAX_ID = 2**31 - 1  # an integer column: a larger id names no webhook (and would not fit the query)
