@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
@@ -27,7 +29,49 @@ from ..models import CacheGeneration
 if TYPE_CHECKING:
     from ..auth import InstallationRef
 
+log = logging.getLogger(__name__)
+
 LOCAL_MAX_ENTRIES = 5000
+# After Redis fails, a process leaves it alone this long before asking again (see RedisGate).
+REDIS_PAUSE_S = 5.0
+
+
+class StoreSkipped(Exception):
+    """Redis failed moments ago in this process: not asked this time (the caller goes on without it)."""
+
+
+class RedisGate:
+    """One per process, shared by the caches and the read coalescing (flight.py). A Redis that refuses
+    connections costs nothing to ask, but one that hangs (a partition, a paused server) costs each call its
+    whole timeout: without the gate a read would wait that out two or three times, on every request, for as
+    long as it hangs. After a failure the gate is shut for REDIS_PAUSE_S: reads do without Redis at once,
+    then the next one asks again. Writes' cache invalidations ask regardless (they must reach a Redis that
+    is back), and their outcome opens or shuts the gate like any other call."""
+
+    def __init__(self, pause_s: float = REDIS_PAUSE_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.pause_s = pause_s
+        self.clock = clock
+        self.shut_until = 0.0
+
+    def check(self) -> None:
+        if self.shut_until and self.clock() < self.shut_until:
+            raise StoreSkipped()
+
+    def shut(self) -> bool:
+        """Shut the gate after a failure; whether it was open (the first failure of an outage: worth a log
+        line, the failures while it is probed again are not)."""
+        was_open = not self.shut_until
+        self.shut_until = self.clock() + self.pause_s
+        return was_open
+
+    def opened(self) -> None:
+        if self.shut_until:
+            self.shut_until = 0.0
+            log.info("Redis answers again")
+
+    @property
+    def is_shut(self) -> bool:
+        return bool(self.shut_until) and self.clock() < self.shut_until
 
 
 def _key(
@@ -47,21 +91,43 @@ class GoalsCache:
     a cache that is not `versioned` has no generations (its entries only expire)."""
 
     def __init__(
-        self, ttl: int, client: Any, engine: Engine, namespace: str = "goals", versioned: bool = True
+        self,
+        ttl: int,
+        client: Any,
+        engine: Engine,
+        namespace: str = "goals",
+        versioned: bool = True,
+        gate: RedisGate | None = None,
     ) -> None:
         self.ttl = ttl
         self.engine = engine
         self.namespace = namespace
         self.versioned = versioned
         self.redis = client if ttl else None
+        self.gate = gate or RedisGate()
         # What a failing store raises: the proxy then answers from Pipedrive instead (forward.py).
-        self.errors: tuple[type[Exception], ...] = (SQLAlchemyError,)
+        self.errors: tuple[type[Exception], ...] = (SQLAlchemyError, StoreSkipped)
+        self._redis_errors: tuple[type[Exception], ...] = ()
         if self.redis is not None:
             import redis
 
-            self.errors = (SQLAlchemyError, redis.RedisError)
+            self._redis_errors = (redis.RedisError,)
+            self.errors = (SQLAlchemyError, StoreSkipped, redis.RedisError)
         self._local: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _redis_call(self, fn: Callable[..., Any], *args: Any, gated: bool = True, **kwargs: Any) -> Any:
+        if gated:
+            self.gate.check()
+        try:
+            result = fn(*args, **kwargs)
+        except self._redis_errors as exc:
+            if self.gate.shut():
+                raise  # the first failure of an outage: the caller logs it
+            raise StoreSkipped() from exc  # still failing: said already
+        if self.gate.shut_until:
+            self.gate.opened()
+        return result
 
     @property
     def enabled(self) -> bool:
@@ -73,7 +139,7 @@ class GoalsCache:
         if not self.versioned:
             return 0
         if self.redis is not None:
-            return int(self.redis.get(f"pd_app:goals:gen:{inst.company_id}") or 0)
+            return int(self._redis_call(self.redis.get, f"pd_app:goals:gen:{inst.company_id}") or 0)
         return inst.generation
 
     def invalidate(self, company_id: int) -> None:
@@ -81,7 +147,7 @@ class GoalsCache:
         the cache off: reads share upstream calls by generation (flight.py), and a read that starts after a
         write must not join one that started before it."""
         if self.redis is not None:
-            self.redis.incr(f"pd_app:goals:gen:{company_id}")
+            self._redis_call(self.redis.incr, f"pd_app:goals:gen:{company_id}", gated=False)
             return
         bump = (
             update(CacheGeneration)
@@ -102,7 +168,7 @@ class GoalsCache:
     # -- entries ----------------------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
         if self.redis is not None:
-            return self.redis.get(key)
+            return self._redis_call(self.redis.get, key)
         with self._lock:
             hit = self._local.get(key)
             if hit is None:
@@ -115,7 +181,7 @@ class GoalsCache:
 
     def put(self, key: str, body: bytes) -> None:
         if self.redis is not None:
-            self.redis.set(key, body, ex=self.ttl)
+            self._redis_call(self.redis.set, key, body, ex=self.ttl)
             return
         with self._lock:
             self._local[key] = (time.monotonic() + self.ttl, body)
@@ -150,12 +216,14 @@ def init_app(app: Flask) -> None:
     # One client (one connection pool) with REDIS_URL, for both caches, the shared reads (flight.py) and
     # /readyz's check (ops.py).
     client = redis_client(settings.redis_url) if settings.redis_url else None
+    gate = RedisGate()
     app.extensions["pd_cache_redis"] = client
-    app.extensions["pd_goals_cache"] = GoalsCache(settings.goals_cache_ttl, client, engine)
+    app.extensions["pd_redis_gate"] = gate
+    app.extensions["pd_goals_cache"] = GoalsCache(settings.goals_cache_ttl, client, engine, gate=gate)
     # Reference data is per installation too (`/users` marks the caller with `is_you`), and goal writes
     # do not change it: its entries expire, nothing invalidates them.
     app.extensions["pd_reference_cache"] = GoalsCache(
-        settings.reference_cache_ttl, client, engine, namespace="reference", versioned=False
+        settings.reference_cache_ttl, client, engine, namespace="reference", versioned=False, gate=gate
     )
 
 

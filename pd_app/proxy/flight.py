@@ -23,6 +23,7 @@ from flask import Flask, current_app
 
 from ..pipedrive import api
 from ..pipedrive.api import PipedriveUnavailable, UpstreamFailed
+from .cache import RedisGate
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ class _Flight:
 
 
 class Flights:
-    def __init__(self, redis_url: str | None, longest_call_s: float, client: Any = None) -> None:
+    def __init__(
+        self, redis_url: str | None, longest_call_s: float, client: Any = None, gate: RedisGate | None = None
+    ) -> None:
         # A leader may take a token refresh plus the read's whole deadline; waits and locks outlast that.
         self.wait_s = longest_call_s + 5
         self.lock_ms = int((longest_call_s + 10) * 1000)
@@ -57,6 +60,7 @@ class Flights:
         self._warned_at = 0.0
         self.redis = None
         self.redis_errors: tuple[type[Exception], ...] = ()
+        self.gate = gate or RedisGate()  # the caches' (cache.py): Redis failed moments ago, leave it alone
         if redis_url:
             import redis  # only with REDIS_URL
 
@@ -98,7 +102,7 @@ class Flights:
 
     # -- across processes (REDIS_URL) --------------------------------------------------------------------
     def _across_processes(self, key: str, call: Callable[[], Result]) -> tuple[Result, bool]:
-        if self.redis is None:
+        if self.redis is None or self.gate.is_shut:
             return call(), False
         lock, answer = f"pd_app:flight:lock:{key}", f"pd_app:flight:result:{key}"
         token = uuid.uuid4().hex
@@ -109,8 +113,10 @@ class Flights:
                     return shared, True
                 # The lock went away with no outcome (its holder died): try to lead in its place.
         except self.redis_errors:
+            self.gate.shut()
             self._warn("REDIS_URL is not answering: reads are coalesced within each process only")
             return call(), False
+        self.gate.opened()
         outcome = b""
         try:
             result = call()
@@ -128,6 +134,7 @@ class Flights:
                 self._release(keys=[lock], args=[token], client=pipe)
                 pipe.execute()
             except self.redis_errors:
+                self.gate.shut()
                 self._warn("could not share a read's outcome through Redis")
 
     def _wait_for(self, lock: str, answer: str) -> Result | None:
@@ -169,7 +176,8 @@ def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     longest = settings.token_timeout + settings.upstream_deadline_s
     cache_client = app.extensions["pd_cache_redis"]  # cache.init_app runs first
-    app.extensions["pd_flights"] = Flights(settings.redis_url, longest, cache_client)
+    gate = app.extensions["pd_redis_gate"]
+    app.extensions["pd_flights"] = Flights(settings.redis_url, longest, cache_client, gate)
 
 
 def flights() -> Flights:

@@ -38,7 +38,7 @@ from ..tokens.refresh import access_token, refresh_installation
 from ..tokens.store import ensure_installed, ensure_serving
 from . import throttle
 from .budget import ledger
-from .cache import GoalsCache, goals_cache
+from .cache import GoalsCache, StoreSkipped, goals_cache
 from .flight import flights
 from .usage import usage
 
@@ -202,6 +202,8 @@ def _cache_call(cache: GoalsCache, fn, *args):
     """The cache is an optimisation: when its store fails, answer from Pipedrive instead of failing."""
     try:
         return fn(*args)
+    except StoreSkipped:  # Redis failed moments ago in this process (cache.RedisGate): said then
+        return None
     except cache.errors:
         log.warning("%s cache unavailable", cache.namespace, exc_info=True)
         return None
