@@ -73,8 +73,14 @@ def show(report: Report, shots: list[Shot] | Tally, limit: int = 12) -> str:
     return f"{report.tally.summary()}\nmarks: {report.marks}\n" + "\n".join(lines) + f"\n--- app log:\n{tail}"
 
 
+# A kill's mark is taken just before the signal is sent: a request the load sent on a kept-alive connection
+# of that worker in the instant between the two (or before its client could see the connection close) is lost
+# to the kill as surely as one that was already in flight.
+KILL_SETTLE_S = 0.05
+
+
 def in_flight_at(shot: Shot, moment: float) -> bool:
-    return shot.sent <= moment <= shot.ended
+    return shot.sent <= moment + KILL_SETTLE_S and moment <= shot.ended
 
 
 # -- Redis ---------------------------------------------------------------------------------------------------
