@@ -41,8 +41,12 @@ def _class_of(categories: frozenset[str]) -> str:
         else:
             ranges.append((code, code))
 
+    # Escapes only for the basic plane: `\uXXXX` means the same to Python and to ECMA-262 (the dialect of
+    # JSON Schema's `pattern`), but no escape of a code point above U+FFFF does (`\U0001XXXX` is Python's
+    # alone, `\u{1XXXX}` ECMA's alone). Those are written as themselves, which both read alike (ECMA with
+    # the `u` flag, as JSON Schema validators compile patterns).
     def char(code: int) -> str:
-        return f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}"
+        return f"\\u{code:04X}" if code <= 0xFFFF else chr(code)
 
     return "".join(char(a) if a == b else f"{char(a)}-{char(b)}" for a, b in ranges)
 

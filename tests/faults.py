@@ -226,13 +226,16 @@ def redis_restart(
             _sleep(down_s)
             if pause:
                 server.resume()
+                # A paused Redis comes back with everything it held: emptied, so that what is found in it
+                # below was written after it came back (a killed one comes back empty by itself).
+                shared.flushdb()
             else:
                 server.start()
             report.marks["up"] = time.monotonic()
             wait_until(lambda: probe() == "ok", 10, 0.2, "/readyz to report Redis ok again")
             report.marks["ok_reported"] = time.monotonic()
 
-            # Shared again: the cache's entries and generations, and KEY_RATE_LIMIT's counts, back in Redis.
+            # Shared again: cache entries and KEY_RATE_LIMIT counts written to Redis since it came back.
             def shared_again() -> bool:
                 return bool(shared.keys("pd_app:goals:*")) and bool(shared.keys("LIMITS*"))
 

@@ -101,6 +101,35 @@ def test_a_write_is_visible_to_the_next_read_from_another_process(apps, key, san
     assert goal_id not in {g["id"] for g in final}
 
 
+def test_a_write_from_a_process_cut_off_from_redis_is_in_the_others_next_read(
+    apps, key, sandbox, monkeypatch
+):
+    """A partition (or a hung Redis) between one process and Redis: its write cannot tell Redis anything, yet
+    the other process, which still reads Redis's cached entries, must not serve the read from before it."""
+    import redis as redis_lib
+
+    a, b = (app.test_client() for app in apps)
+    before = b.get("/api/v1/goals/find", headers={"x-api-token": key})
+    assert b.get("/api/v1/goals/find", headers={"x-api-token": key}).headers["X-Cache"] == "HIT"
+    client = apps[0].extensions["pd_cache_redis"]
+    if client is not None:
+
+        def cut_off(*args, **kwargs):
+            raise redis_lib.TimeoutError("Timeout connecting to server")
+
+        monkeypatch.setattr(client.connection_pool, "get_connection", cut_off)
+    added = a.post("/api/v1/goals", json=GOAL, headers={"x-api-token": key})
+    assert added.status_code == 200, added.get_json()
+    goal_id = added.get_json()["data"]["goal"]["id"]
+    after = b.get("/api/v1/goals/find", headers={"x-api-token": key})
+    assert after.headers["X-Cache"] == "MISS"
+    ids = {g["id"] for g in after.get_json()["data"]["goals"]}
+    assert ids == {g["id"] for g in before.get_json()["data"]["goals"]} | {goal_id}
+    # The cut-off process reads without Redis meanwhile, and sees its own write too.
+    mine = a.get("/api/v1/goals/find", headers={"x-api-token": key})
+    assert mine.status_code == 200 and goal_id in {g["id"] for g in mine.get_json()["data"]["goals"]}
+
+
 def test_errors_are_never_cached(apps, key, sandbox):
     client = apps[0].test_client()
     sandbox.set_knobs(force_api_status={"status": 503, "count": 1})

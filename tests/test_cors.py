@@ -53,3 +53,21 @@ def test_real_request_gets_the_header_only_with_its_own_key(client, keyed):
 def test_keys_create_refuses_what_is_not_an_origin(runner, origin):
     result = runner.invoke(args=["keys", "create", "--company-id", "1001", "--name", "x", "--origin", origin])
     assert result.exit_code == 2 and "origin" in result.output.lower()
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("https://Dash.Example.com", "https://dash.example.com"),
+        ("https://dash.example.com:443", "https://dash.example.com"),
+        ("http://localhost:80/", "http://localhost"),
+        ("http://localhost:5173", "http://localhost:5173"),
+        ("https://dash.example.com:80", "https://dash.example.com:80"),
+    ],
+)
+def test_an_origin_is_stored_as_a_browser_sends_it(given, stored):
+    """A browser's Origin header names no default port and a lower-case host: stored any other way, the key
+    would never match its own page."""
+    from pd_app.proxy.cors import normalize_origin
+
+    assert normalize_origin(given) == stored

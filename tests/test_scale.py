@@ -432,7 +432,8 @@ def test_a_429_learnt_by_one_instance_is_honoured_by_the_other(deployment: Deplo
     learnt = dep.send(a, "GET", FIND, headers={"Cache-Control": "no-cache"})
     assert learnt.status_code == 429 and learnt.json()["code"] == "rate_limited", learnt.text
     assert len(dep.pd.calls(FIND)) == 1
-    # Every worker of B (and A's other worker) now answers 429 itself: four reads, nothing sent.
+    # The other instance (and the other worker of A, when the four reads reach it) answers 429 itself,
+    # from the throttle stored with the installation: four reads, nothing sent.
     honoured = [
         dep.send(s, "GET", FIND, headers={"Cache-Control": "no-cache"}) for _i, s in alternate(dep, 4)
     ]

@@ -2,10 +2,12 @@
 writes, and the reference data (REFERENCE_CACHE_TTL seconds: pipelines, stages, activity types, users,
 currencies), which goal writes do not touch and which simply expires.
 
-Each company has a generation number; a cached goals read is filed under the generation current when it was
-made, and a write through the proxy bumps the generation, so the company's next read from any process misses.
-With REDIS_URL the entries and generations live in Redis and are shared by every host. Without it the
-generation lives in the database (shared by every process on any host) and entries stay in each process.
+Each company has a generation number in the database, read with the credential in the request's one
+statement (auth.py); a cached goals read is filed under the generation current when it was made, and a write
+through the proxy bumps it, so the company's next read from any process on any host misses. With REDIS_URL
+the entries live in Redis, shared by every host; without it, in each process. The generation stays in the
+database with Redis too: a write must reach every reader even when Redis cannot be reached from the writer
+(a partition, a hung server), and no read pays a Redis round trip for it.
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ class StoreSkipped(Exception):
 class RedisGate:
     """One per process, shared by the caches and the read coalescing (flight.py). A Redis that refuses
     connections costs nothing to ask, but one that hangs (a partition, a paused server) costs each call its
-    whole timeout: without the gate a read would wait that out two or three times, on every request, for as
-    long as it hangs. After a failure the gate is shut for REDIS_PAUSE_S: reads do without Redis at once,
-    then the next one asks again. Writes' cache invalidations ask regardless (they must reach a Redis that
-    is back), and their outcome opens or shuts the gate like any other call."""
+    whole timeout: without the gate a read would wait that out twice (the cache entry, the shared-read lock)
+    on every request for as long as it hangs. After a failure the gate is shut for REDIS_PAUSE_S: reads do
+    without Redis at once, then the next one asks again. (Writes never need Redis: the generations they
+    bump are in the database.)"""
 
     def __init__(self, pause_s: float = REDIS_PAUSE_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.pause_s = pause_s
@@ -116,9 +118,8 @@ class GoalsCache:
         self._local: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _redis_call(self, fn: Callable[..., Any], *args: Any, gated: bool = True, **kwargs: Any) -> Any:
-        if gated:
-            self.gate.check()
+    def _redis_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self.gate.check()
         try:
             result = fn(*args, **kwargs)
         except self._redis_errors as exc:
@@ -135,20 +136,13 @@ class GoalsCache:
 
     # -- generations --------------------------------------------------------------------------------------
     def generation(self, inst: InstallationRef) -> int:
-        """The company's generation: from Redis, or the one read with the credential (auth.py)."""
-        if not self.versioned:
-            return 0
-        if self.redis is not None:
-            return int(self._redis_call(self.redis.get, f"pd_app:goals:gen:{inst.company_id}") or 0)
-        return inst.generation
+        """The company's generation, as read with the credential (auth.py)."""
+        return inst.generation if self.versioned else 0
 
     def invalidate(self, company_id: int) -> None:
         """Bump the company's generation, in a transaction of its own (the write's unit of work). Also with
         the cache off: reads share upstream calls by generation (flight.py), and a read that starts after a
         write must not join one that started before it."""
-        if self.redis is not None:
-            self._redis_call(self.redis.incr, f"pd_app:goals:gen:{company_id}", gated=False)
-            return
         bump = (
             update(CacheGeneration)
             .where(CacheGeneration.company_id == company_id)
@@ -191,11 +185,6 @@ class GoalsCache:
 
     def key_for(self, inst: InstallationRef, path: str, params: list[tuple[str, str]]) -> str:
         return _key(self.namespace, inst.company_id, inst.id, self.generation(inst), path, params)
-
-    def local_key_for(self, inst: InstallationRef, path: str, params: list[tuple[str, str]]) -> str:
-        """A read's name without the store (it is down): the generation read with the credential."""
-        generation = inst.generation if self.versioned else 0
-        return "local:" + _key(self.namespace, inst.company_id, inst.id, generation, path, params)
 
 
 # A request never waits long for Redis: an answer, or a refused or dropped connection, within half a second;

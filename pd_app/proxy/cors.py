@@ -36,7 +36,9 @@ def normalize_origin(value: str) -> str:
             f"{value!r} is not an origin like https://dashboard.example.com (scheme, host and port only)"
         )
     parts = urlsplit(value)
-    port = f":{parts.port}" if parts.port else ""
+    # A browser's Origin never names the scheme's default port: kept, it would never match.
+    default = {"http": 80, "https": 443}[parts.scheme.lower()]
+    port = f":{parts.port}" if parts.port and parts.port != default else ""
     return f"{parts.scheme}://{(parts.hostname or '').lower()}{port}"
 
 

@@ -74,30 +74,30 @@ def forward(
     cache = cache or goals_cache()
     if method == "GET":
         g.pd_cache = "miss"
-        # The cache's key also names the read for sharing one upstream call; when the cache's store is down,
-        # a key of this process's own still lets identical reads here share one call.
-        cache_key = _cache_call(cache, cache.key_for, inst, path, params or [])
-        if cache_key is not None and cache.enabled and use_cache:
+        # The cache's key also names the read for sharing one upstream call (within the process, and across
+        # processes through Redis while it answers).
+        cache_key = cache.key_for(inst, path, params or [])
+        if cache.enabled and use_cache:
             hit = _cache_call(cache, cache.get, cache_key)
             if hit is not None:
                 metrics.cache_hit(op)
                 g.pd_cache = "hit"
                 return hit, 200
-        flight_key = cache_key or cache.local_key_for(inst, path, params or [])
+        flight_key = cache_key
         if not use_cache:
             flight_key += ":no-cache"  # never joins a leader that may answer from the cache
 
         def lead() -> tuple[bytes, int]:
             # The one call for this read. It files its answer in the cache before the others waiting on it
             # are let go, so a read that arrives in between finds the answer instead of calling again.
-            if cache_key is not None and cache.enabled and use_cache:
+            if cache.enabled and use_cache:
                 hit = _cache_call(cache, cache.get, cache_key)  # filled while this one waited for its turn
                 if hit is not None:
                     g.pd_cache = "hit"
                     return hit, 200
             throttle.check(throttle.stored_since(inst.id, started))  # a 429 met while this one waited
             body, status = _forward_upstream(inst, op, method, path, params, None)
-            if cache_key is not None and cache.enabled and status == 200:
+            if cache.enabled and status == 200:
                 _cache_call(cache, cache.put, cache_key, body)
             return body, status
 
