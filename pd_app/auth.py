@@ -113,6 +113,7 @@ def create_key(
     """A new key, bound to one installation of the company (see `_installation_to_bind`) that only
     `rebind_key` changes; raises CannotBind when there is none."""
     key, prefix = new_key()
+    db.begin_write(session)  # it reads (which installation) before it writes
     with db.transaction(session):
         inst = _installation_to_bind(session, company_id, user_id)
         row = PartnerKey(
@@ -139,6 +140,7 @@ class Rebound:
 def rebind_key(session: Session, key_id: int, user_id: int) -> Rebound:
     """Bind a key to user `user_id`'s installation of the key's company (an operator's decision; a key
     never moves by itself). A user-bound key becomes bound to that user."""
+    db.begin_write(session)
     with db.transaction(session):
         key = session.get(PartnerKey, key_id)
         if key is None:

@@ -106,6 +106,19 @@ def transaction(session: Session | None = None) -> Iterator[Session]:
     session.commit()
 
 
+def begin_write(session: Session) -> None:
+    """Begin the session's unit of work as a writer from its first statement. On SQLite a transaction that
+    reads first and writes later is refused at once ("database is locked", no busy wait) when another
+    connection committed in between, since its snapshot could then never write; BEGIN IMMEDIATE takes the
+    write lock up front and waits its turn instead. A read the session left open is ended first (nothing of
+    it is lost: reads write nothing). Elsewhere, a no-op."""
+    if session.get_bind().dialect.name != "sqlite" or session.new or session.dirty or session.deleted:
+        return
+    if session.in_transaction():
+        end_read(session)
+    session.connection(execution_options={"sqlite_immediate": True})
+
+
 @contextmanager
 def locking_session() -> Iterator[Session]:
     """A session of its own whose transaction keeps other writers of the rows it locks out until commit.

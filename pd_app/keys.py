@@ -153,6 +153,7 @@ def revoke(session: Session, key_id: int, *, by: str, company_id: int | None = N
     credential lookup reads the row on every request (auth.py keeps no memo of keys), so it stops at once."""
     if not 0 < key_id <= MAX_ID:
         raise KeyNotFound(key_id)
+    db.begin_write(session)
     with db.transaction(session):
         row = session.get(PartnerKey, key_id)
         if row is None or (company_id is not None and row.company_id != company_id):

@@ -65,6 +65,7 @@ def uninstall(session: Session, company_id: int, user_id: int) -> bool:
 
 
 def record_sharing(session: Session, company_id: int, user_id: int, is_shared: bool) -> None:
+    db.begin_write(session)
     with db.transaction(session):
         session.add(SharingNotice(company_id=company_id, user_id=user_id, is_shared=is_shared))
     audit("app_sharing", company_id=company_id, user_id=user_id, is_shared=is_shared)

@@ -340,3 +340,40 @@ def test_api_token_elsewhere_in_the_query_is_no_credential(client, acme, make_ke
 def test_no_credential_says_so(client):
     resp = client.get(FIND)
     assert resp.status_code == 401 and resp.get_json()["error"] == "No credential was sent."
+
+
+def test_keys_are_made_revoked_and_rebound_after_another_process_wrote_since_the_request_read(
+    app, installer, clean_db
+):
+    """A request reads first (the caller's credential, the admin check) and writes later, while other
+    processes commit (a usage flush, a budget settle). On SQLite a transaction that read before such a commit
+    could never write: it was refused at once with "database is locked" (seen as a 503 on
+    POST /api/v1/app/keys under the fuzz run). Each write now begins as a writer and waits its turn."""
+    from sqlalchemy import create_engine, text
+
+    from pd_app import keys
+    from pd_app.auth import rebind_key
+
+    installer.install(user_id=2001)
+    installer.install(user_id=2002)
+    elsewhere = create_engine(clean_db)
+
+    def another_process_commits(n: int) -> None:
+        with elsewhere.begin() as conn:
+            conn.execute(text("DELETE FROM cache_generations WHERE company_id = 1001"))
+            conn.execute(text(f"INSERT INTO cache_generations (company_id, generation) VALUES (1001, {n})"))
+
+    try:
+        with app.app_context():
+            session = get_session()
+            session.execute(select(Installation.id)).all()  # the request has read: its snapshot is open
+            another_process_commits(1)
+            row, _key = create_key(session, company_id=1001, name="after a commit")
+            session.execute(select(PartnerKey.id)).all()
+            another_process_commits(2)
+            assert rebind_key(session, row.id, 2002).after.user_id == 2002
+            session.execute(select(PartnerKey.id)).all()
+            another_process_commits(3)
+            assert keys.revoke(session, row.id, by="test").revoked_at is not None
+    finally:
+        elsewhere.dispose()

@@ -141,6 +141,7 @@ def _owned(session: Session, webhook_id: int, company_id: int | None) -> Webhook
 
 def remove(session: Session, webhook_id: int, company_id: int | None) -> None:
     """Remove the webhook, its pending deliveries and its log (WebhookNotFound for another company's)."""
+    db.begin_write(session)
     with db.transaction(session):
         hook = _owned(session, webhook_id, company_id)
         # Explicit rather than left to ON DELETE CASCADE, so it holds on any database.
