@@ -5,6 +5,9 @@ The rule, which every module follows:
   it never commits: a read-only request ends with a rollback when the session closes.
 - A write is a unit of work: `with transaction() as session:` commits when the block ends and rolls back if it
   raises. No module calls `session.commit()` on the request's session itself.
+- A unit of work that reads before it writes calls `begin_write(session)` first: on SQLite it then holds the
+  write lock from its first read (BEGIN IMMEDIATE), instead of being refused when another connection commits
+  between its read and its write.
 - Work that must keep other writers out (refresh, install, uninstall) uses `locking_session()`: its own
   connection with BEGIN IMMEDIATE on SQLite and `FOR UPDATE` rows on PostgreSQL, committed inside the block.
 - The proxy's hot path reads with `read_connection()`: one statement in autocommit mode, no BEGIN, no
