@@ -31,41 +31,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make `pd_app`, `bench` and `tests` importable
 
-from sqlalchemy import create_engine, text  # noqa: E402
 
 from bench.procstat import machine_facts  # noqa: E402
-from pd_app.config import normalize_database_url  # noqa: E402
-from pd_app.migrate import upgrade  # noqa: E402
-from pd_app.models import Base  # noqa: E402
 from tests import faults  # noqa: E402
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, PUBLIC_URL  # noqa: E402
-from tests.procs import SandboxProcess  # noqa: E402
+from tests.procs import SandboxProcess, empty_tables, migrated_database  # noqa: E402
 from tests.services import PostgresServer, RedisServer  # noqa: E402
 from tests.steady import Tally  # noqa: E402
 
 SCENARIOS = ("redis", "redis-pause", "postgres", "sigterm", "kill-install", "kill-refresh")
-
-
-def fresh_database(url: str | None, workdir: Path) -> str:
-    if url is None:
-        url = f"sqlite:///{workdir / 'pd_app.sqlite3'}"
-    else:
-        url = normalize_database_url(url)
-        engine = create_engine(url)
-        with engine.begin() as conn:
-            Base.metadata.drop_all(conn)
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        engine.dispose()
-    upgrade(url)
-    return url
-
-
-def empty_tables(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
-    engine.dispose()
 
 
 def statuses(tally: Tally) -> str:
@@ -202,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         redirect_uri=PUBLIC_URL + "/oauth/callback",
     )
     try:
-        database_url = fresh_database(args.database, workdir)
+        database_url = migrated_database(args.database, workdir)
         for name in names:
             empty_tables(database_url)
             rig = faults.Rig(pd, workdir, database_url)

@@ -13,16 +13,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, text
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from pd_app import create_app
-from pd_app.config import normalize_database_url
-from pd_app.migrate import upgrade
-from pd_app.models import Base
 from pd_app.sandbox import SandboxSettings, create_sandbox_app
 
 from . import logscan
+from .procs import SandboxProcess, empty_tables, migrated_database
 
 CLIENT_ID = "test-client-id"
 CLIENT_SECRET = "test-client-secret"
@@ -175,28 +172,27 @@ def sandbox(sandbox_server: LiveServer):
 # -- database ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = os.environ.get("TEST_DATABASE_URL")
-    if url:
-        url = normalize_database_url(url)
-        engine = create_engine(url)
-        with engine.begin() as conn:
-            Base.metadata.drop_all(conn)
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        engine.dispose()
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
-    upgrade(url)
-    return url
+    return migrated_database(os.environ.get("TEST_DATABASE_URL"), tmp_path_factory.mktemp("db"))
 
 
 @pytest.fixture
 def clean_db(database_url: str) -> str:
-    engine = create_engine(database_url)
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
-    engine.dispose()
+    empty_tables(database_url)
     return database_url
+
+
+@pytest.fixture(scope="module")
+def sandbox_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    """The sandbox as a process of its own (`python -m pd_app.sandbox`), for the tests that start the app
+    under gunicorn: one per test module."""
+    proc = SandboxProcess(
+        tmp_path_factory.mktemp("sandbox") / "sandbox.log",
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        redirect_uri=PUBLIC_URL + "/oauth/callback",
+    )
+    yield proc
+    proc.stop()
 
 
 def close_app(app) -> None:

@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from sqlalchemy import select, update
+from sqlalchemy import create_engine, select, text, update
 
 from pd_app import create_app
 from pd_app.auth import create_key
+from pd_app.config import normalize_database_url
 from pd_app.db import get_session
 from pd_app.install.identity import Identity
-from pd_app.models import Installation, utcnow
+from pd_app.migrate import upgrade
+from pd_app.models import Base, Installation, utcnow
 from pd_app.tokens.store import save_grant
 
 from . import logscan
@@ -248,6 +250,32 @@ def pid_serving(candidates: set[int], server_port: int, client_port: int) -> int
             if target.startswith("socket:[") and target[8:-1] in inodes:
                 return pid
     return None
+
+
+# -- the database they share -------------------------------------------------------------------------------
+def migrated_database(url: str | None, folder: Path) -> str:
+    """A database at the migrations' head with nothing in it: `url`'s (its tables dropped first), or a new
+    SQLite file in `folder`."""
+    if url is None:
+        url = f"sqlite:///{folder / 'pd_app.sqlite3'}"
+    else:
+        url = normalize_database_url(url)
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            Base.metadata.drop_all(conn)
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        engine.dispose()
+    upgrade(url)
+    return url
+
+
+def empty_tables(url: str) -> None:
+    """Every row of the app's tables gone, the schema kept."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+    engine.dispose()
 
 
 # -- the installation the processes serve ------------------------------------------------------------------

@@ -16,7 +16,6 @@ import requests
 from .conftest import app_environ
 from .procs import AppDatabase, GunicornProcess, SandboxProcess, wait_until
 from .test_cache import REDIS_TEST_URL, _redis_available
-from .test_stampede import sandbox_process  # noqa: F401 (a fixture: the sandbox in its own process)
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +31,7 @@ def redis_param() -> list:
 
 
 @pytest.fixture
-def serve(clean_db: str, sandbox_process: SandboxProcess, tmp_path: Path):  # noqa: F811
+def serve(clean_db: str, sandbox_process: SandboxProcess, tmp_path: Path):
     """Start gunicorn (2 workers) with the given settings on an installed company; yields (start, key)."""
     pd = sandbox_process
     pd.reset()
@@ -98,7 +97,7 @@ def distinct(n: int) -> list[str]:
     return [f"{FIND}?title=t{i}" for i in range(n)]
 
 
-def test_the_cap_holds_across_workers(serve: Callable, sandbox_process: SandboxProcess):  # noqa: F811
+def test_the_cap_holds_across_workers(serve: Callable, sandbox_process: SandboxProcess):
     server, key = serve(COMPANY_DAILY_TOKEN_CAP="100")  # five finds of 20
     outcomes = burst(server.url, key, distinct(24))
     assert tally(outcomes) == {200: 5, "budget_exhausted": 19}
@@ -117,7 +116,7 @@ def test_the_cap_holds_across_workers(serve: Callable, sandbox_process: SandboxP
 
 def test_a_pipedrive_429_seen_by_one_worker_holds_every_worker(
     serve: Callable,
-    sandbox_process: SandboxProcess,  # noqa: F811
+    sandbox_process: SandboxProcess,
 ):
     server, key = serve()
     sandbox_process.knobs(force_api_status={"status": 429, "count": 1, "retry_after": 60})
@@ -130,7 +129,7 @@ def test_a_pipedrive_429_seen_by_one_worker_holds_every_worker(
 
 def test_without_redis_identical_reads_share_a_call_per_worker(
     serve: Callable,
-    sandbox_process: SandboxProcess,  # noqa: F811
+    sandbox_process: SandboxProcess,
 ):
     # The cache on, as deployed: a read that a worker takes up only after its shared call ended (all of the
     # worker's 16 threads were waiting on it) finds the answer there instead of calling again.
@@ -145,7 +144,7 @@ def test_without_redis_identical_reads_share_a_call_per_worker(
 @pytest.mark.parametrize("redis_url", redis_param())
 def test_with_redis_identical_reads_share_one_call_across_workers(
     serve: Callable,
-    sandbox_process: SandboxProcess,  # noqa: F811
+    sandbox_process: SandboxProcess,
     redis_url: str,
 ):
     server, key = serve(REDIS_URL=redis_url, GOALS_CACHE_TTL="30")
@@ -160,7 +159,7 @@ def test_with_redis_identical_reads_share_one_call_across_workers(
 @pytest.mark.parametrize("redis_url", redis_param())
 def test_with_redis_a_keys_limit_is_one_count_across_workers(
     serve: Callable,
-    sandbox_process: SandboxProcess,  # noqa: F811
+    sandbox_process: SandboxProcess,
     redis_url: str,
 ):
     server, key = serve(REDIS_URL=redis_url, KEY_RATE_LIMIT="6/minute")

@@ -21,7 +21,6 @@ from .faults import Report, Rig
 from .procs import SandboxProcess
 from .services import PostgresServer, RedisServer
 from .steady import Shot, Tally
-from .test_stampede import sandbox_process  # noqa: F401  (the module's sandbox, a process of its own)
 
 pytestmark = [
     pytest.mark.scale,
@@ -31,7 +30,7 @@ pytestmark = [
 
 
 @pytest.fixture
-def rig(clean_db: str, sandbox_process: SandboxProcess, tmp_path: Path) -> Iterator[Rig]:  # noqa: F811
+def rig(clean_db: str, sandbox_process: SandboxProcess, tmp_path: Path) -> Iterator[Rig]:
     rig = Rig(sandbox_process, tmp_path, clean_db)
     try:
         yield rig

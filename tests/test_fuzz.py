@@ -28,13 +28,9 @@ import schemathesis.engine
 from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis.engine import Status, events
 from schemathesis.specs.openapi.checks import RejectedPositiveData
-from sqlalchemy import create_engine
-
-from pd_app.models import Base
 
 from .conftest import app_environ
-from .procs import AppDatabase, GunicornProcess, SandboxProcess
-from .test_stampede import sandbox_process  # noqa: F401 (a fixture: the sandbox in its own process)
+from .procs import AppDatabase, GunicornProcess, SandboxProcess, empty_tables
 
 pytestmark = pytest.mark.slow
 
@@ -119,18 +115,10 @@ class Stack:
         return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
 
-def _empty(database_url: str) -> None:
-    engine = create_engine(database_url)
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
-    engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def stack(
     database_url: str,
-    sandbox_process: SandboxProcess,  # noqa: F811
+    sandbox_process: SandboxProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """gunicorn as the Procfile runs it, on the sandbox, with Acme installed by its admin and a company-wide
@@ -140,7 +128,7 @@ def stack(
     pd = sandbox_process
     pd.reset()
     pd.knobs(burst_limit=1_000_000, daily_budget=10**12)
-    _empty(database_url)
+    empty_tables(database_url)
     environ = app_environ(
         database_url,
         pd.url,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, PUBLIC_URL, app_environ
+from .conftest import app_environ
 from .procs import ROOT, AppDatabase, GunicornProcess, SandboxProcess
 
 pytestmark = pytest.mark.slow
@@ -43,18 +43,6 @@ def node() -> str:
     installed = json.loads(PACKAGE.read_text())["version"]
     assert installed == pinned, f"node_modules has pipedrive {installed}, package.json {pinned}: make deps"
     return node
-
-
-@pytest.fixture(scope="module")
-def sandbox_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    proc = SandboxProcess(
-        tmp_path_factory.mktemp("sandbox") / "sandbox.log",
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        redirect_uri=PUBLIC_URL + "/oauth/callback",
-    )
-    yield proc
-    proc.stop()
 
 
 @dataclass

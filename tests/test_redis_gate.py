@@ -20,16 +20,9 @@ from pd_app import create_app
 from pd_app.proxy.cache import GoalsCache, RedisGate, StoreSkipped
 
 from .conftest import Installer, app_environ, close_app
+from .test_breaker import Clock
 
 FIND = "/api/v1/goals/find"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FailingRedis:

@@ -41,11 +41,11 @@ from sqlalchemy.engine import make_url
 
 from pd_app.config import normalize_database_url
 from pd_app.migrate import upgrade
-from pd_app.models import Base, BudgetDay, utcnow
+from pd_app.models import BudgetDay, utcnow
 from pd_app.sandbox import fingerprint
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, PUBLIC_URL, app_environ
-from .procs import AppDatabase, GunicornProcess, Proc, SandboxProcess, wait_until
+from .conftest import CLIENT_ID, CLIENT_SECRET, app_environ
+from .procs import AppDatabase, GunicornProcess, Proc, SandboxProcess, empty_tables, wait_until
 
 pytestmark = [
     pytest.mark.scale,
@@ -110,18 +110,6 @@ def services() -> Iterator[tuple[str, str]]:
         conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
 
-@pytest.fixture(scope="module")
-def pd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    proc = SandboxProcess(
-        tmp_path_factory.mktemp("sandbox") / "sandbox.log",
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        redirect_uri=PUBLIC_URL + "/oauth/callback",
-    )
-    yield proc
-    proc.stop()
-
-
 @dataclass
 class Deployment:
     pd: SandboxProcess
@@ -143,14 +131,14 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(services: tuple[str, str], pd: SandboxProcess, tmp_path: Path) -> Iterator[Deployment]:
+def deployment(
+    services: tuple[str, str], sandbox_process: SandboxProcess, tmp_path: Path
+) -> Iterator[Deployment]:
     """Both instances and the worker, started anew for each test on emptied tables and an emptied Redis
     database: no process carries memory of an earlier test (claimed budget, cached keys)."""
     database_url, redis_url = services
-    engine = create_engine(database_url)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(t.name for t in Base.metadata.sorted_tables)}"))
-    engine.dispose()
+    pd = sandbox_process
+    empty_tables(database_url)
     redis_client = redis.Redis.from_url(redis_url)
     redis_client.flushdb()
     pd.reset()

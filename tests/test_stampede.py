@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from pd_app.sandbox import fingerprint
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, PUBLIC_URL, app_environ
+from .conftest import app_environ
 from .procs import AppDatabase, GunicornProcess, SandboxProcess, pid_serving, wait_until
 
 pytestmark = [
@@ -42,18 +42,6 @@ FIND = "/api/v1/goals/find"
 
 
 # -- fixtures ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def sandbox_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    proc = SandboxProcess(
-        tmp_path_factory.mktemp("sandbox") / "sandbox.log",
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        redirect_uri=PUBLIC_URL + "/oauth/callback",
-    )
-    yield proc
-    proc.stop()
-
-
 @dataclass
 class Stack:
     """The sandbox, the app's database with one installation and a company-wide key, and a way to start

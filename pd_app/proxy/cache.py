@@ -56,7 +56,7 @@ class RedisGate:
         self.shut_until = 0.0
 
     def check(self) -> None:
-        if self.shut_until and self.clock() < self.shut_until:
+        if self.is_shut:
             raise StoreSkipped()
 
     def shut(self) -> bool:
